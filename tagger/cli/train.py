@@ -1,0 +1,122 @@
+"""``python train.py [overrides]``: train a tagger and write ``metrics.json`` in the run directory."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from tagger.callbacks import StoreRunConfig
+from tagger.config import CONFIG_DIR, ConfigError, register_resolvers
+from tagger.data.datamodule import ClipDataModule
+from tagger.module import TaggingModule
+from tagger.run_files import scores_summary, write_json
+
+log = logging.getLogger(__name__)
+warnings.filterwarnings("ignore", ".*does not have many workers.*")
+
+
+def _instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a config group such as ``callbacks`` or ``logger``."""
+    return [instantiate(node) for node in (group or {}).values() if node is not None]
+
+
+def _floats(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in sorted(metrics.items())}
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train, validate and (optionally) test with a composed config; return the summary
+    that is also written to ``<run dir>/metrics.json``."""
+    started = time.time()
+    run_config = OmegaConf.to_container(cfg, resolve=True)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+
+    datamodule: ClipDataModule = instantiate(cfg.data)
+    model: TaggingModule = instantiate(
+        cfg.model,
+        optimizer=cfg.optimizer,
+        scheduler=cfg.get("scheduler"),
+        tag_names=datamodule.tag_names,
+        _recursive_=False,
+    )
+    sizes = datamodule.split_sizes()  # builds the splits now, so bad data fails before training
+    log.info("data: %s; %s", datamodule.describe()["name"], sizes)
+
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        callbacks=[*_instantiate_all(cfg.get("callbacks")), StoreRunConfig(run_config)],
+        logger=_instantiate_all(cfg.get("logger")) or False,
+    )
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    final = _floats(trainer.callback_metrics)
+
+    checkpoint = trainer.checkpoint_callback
+    checkpoints = {"best": None, "last": None}
+    best: dict[str, Any] = {}
+    if isinstance(checkpoint, ModelCheckpoint):
+        checkpoints = {"best": checkpoint.best_model_path or None, "last": checkpoint.last_model_path or None}
+        if checkpoint.best_model_score is not None:
+            best = {checkpoint.monitor: float(checkpoint.best_model_score)}
+
+    summary: dict[str, Any] = {
+        "status": "completed",
+        "dataset": datamodule.describe(),
+        **sizes,
+        "tag_names": datamodule.tag_names,
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "final": final,
+        "best": best,
+    }
+    if "val" in model.epoch_scores:
+        summary["val"] = scores_summary(model.epoch_scores["val"], datamodule.tag_names)
+
+    if cfg.get("test") and sizes["test_clips"] > 0 and not trainer.fast_dev_run:
+        trainer.test(model, datamodule=datamodule, ckpt_path=checkpoints["best"])
+        summary["test"] = {
+            **scores_summary(model.epoch_scores["test"], datamodule.tag_names),
+            "checkpoint": checkpoints["best"] or "final weights",
+        }
+
+    summary.update(
+        checkpoints=checkpoints,
+        run_dir=cfg.paths.output_dir,
+        wall_time_s=round(time.time() - started, 2),
+        config=run_config,
+    )
+    path = write_json(Path(cfg.paths.output_dir) / "metrics.json", summary)
+    log.info(
+        "final val/auc %.4f (best %.4f)%s; metrics in %s",
+        final.get("val/auc", float("nan")),
+        best.get("val/auc", float("nan")),
+        f", test/auc {summary['test']['auc']:.4f}" if "test" in summary else "",
+        path,
+    )
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns the final validation macro ROC-AUC (for sweepers)."""
+    torch.set_float32_matmul_precision("high")
+    try:
+        summary = train(cfg)
+    except ConfigError as error:
+        print(f"tagger: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return summary["final"].get("val/auc")
+
+
+register_resolvers()

@@ -1,0 +1,1 @@
+"""Data sources: every one is a ``ClipDataModule`` yielding [batch, n_subclips, 1, subclip_len]."""

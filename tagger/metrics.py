@@ -1,0 +1,87 @@
+"""Epoch-level tagging metrics: macro ROC-AUC and PR-AUC over the tags that can be scored.
+
+Scores and targets are accumulated over the whole epoch (and gathered across
+processes by torchmetrics) before anything is computed, so the figures equal
+scikit-learn's ``roc_auc_score`` / ``average_precision_score`` on the same arrays,
+not an average of per-batch scores.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.functional.classification import (
+    multilabel_auroc,
+    multilabel_average_precision,
+)
+from torchmetrics.utilities import dim_zero_cat
+
+
+@dataclass
+class TagScores:
+    """Per-tag and macro ROC-AUC / PR-AUC for one evaluated set.
+
+    ``valid`` marks tags with at least one positive and one negative example; the
+    others have no defined AUC, hold NaN per tag and are left out of the macro means.
+    """
+
+    roc_auc: Tensor  # [K], NaN where not valid
+    pr_auc: Tensor  # [K], NaN where not valid
+    valid: Tensor  # [K] bool
+
+    @property
+    def macro_roc_auc(self) -> float:
+        return float(self.roc_auc[self.valid].mean()) if self.valid.any() else float("nan")
+
+    @property
+    def macro_pr_auc(self) -> float:
+        return float(self.pr_auc[self.valid].mean()) if self.valid.any() else float("nan")
+
+    def skipped(self, tag_names: list[str]) -> list[str]:
+        """Names of the tags left out of the macro means."""
+        return [name for name, ok in zip(tag_names, self.valid.tolist(), strict=True) if not ok]
+
+
+def tag_scores(scores: Tensor, targets: Tensor) -> TagScores:
+    """ROC-AUC and PR-AUC of clip scores [N, K] against 0/1 targets [N, K], per tag."""
+    targets = targets.long()
+    positives = targets.sum(dim=0)
+    valid = (positives > 0) & (positives < targets.shape[0])
+    num_tags = targets.shape[1]
+    with warnings.catch_warnings():  # degenerate tags warn here; they are masked below
+        warnings.simplefilter("ignore", UserWarning)
+        roc = multilabel_auroc(scores.float(), targets, num_tags, average=None, thresholds=None)
+        pr = multilabel_average_precision(
+            scores.float(), targets, num_tags, average=None, thresholds=None
+        )
+    nan = torch.tensor(float("nan"))
+    return TagScores(torch.where(valid, roc, nan), torch.where(valid, pr, nan), valid)
+
+
+class EpochTagScores(Metric):
+    """Collects clip scores and targets over an epoch; ``compute()`` returns ``TagScores``."""
+
+    full_state_update = False
+
+    def __init__(self, num_tags: int) -> None:
+        super().__init__()
+        self.num_tags = num_tags
+        self.add_state("scores", default=[], dist_reduce_fx="cat")
+        self.add_state("targets", default=[], dist_reduce_fx="cat")
+
+    def update(self, scores: Tensor, targets: Tensor) -> None:
+        """Add a batch: scores [B, K] (probabilities or logits), targets [B, K] in {0, 1}."""
+        if scores.shape != targets.shape or scores.shape[-1] != self.num_tags:
+            raise ValueError(
+                f"expected scores and targets of shape [batch, {self.num_tags}], "
+                f"got {tuple(scores.shape)} and {tuple(targets.shape)}"
+            )
+        self.scores.append(scores.detach().float())
+        self.targets.append(targets.detach().to(torch.int8))
+
+    def compute(self) -> TagScores:
+        return tag_scores(dim_zero_cat(self.scores), dim_zero_cat(self.targets))

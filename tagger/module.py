@@ -1,0 +1,190 @@
+"""The LightningModule: any tagging network, clip-level aggregation, loss, metrics, optimizer."""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from lightning import LightningModule
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from tagger.aggregation import AGGREGATIONS, Aggregation, clip_loss, clip_probabilities
+from tagger.config import ConfigError
+from tagger.metrics import EpochTagScores, TagScores
+
+log = logging.getLogger(__name__)
+
+
+def _plain(config: DictConfig | dict | None) -> dict | None:
+    """A resolved plain-dict copy of a config node, so checkpoints hold no OmegaConf objects."""
+    if isinstance(config, DictConfig):
+        return OmegaConf.to_container(config, resolve=True)
+    return None if config is None else dict(config)
+
+
+def _numpy_rng_state() -> tuple:
+    """numpy's global RNG state with its key array as a tensor (loadable with weights_only)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)
+
+
+class TaggingModule(LightningModule):
+    """Trains a sub-clip network on clips: logits per sub-clip, averaged per clip.
+
+    Everything needed to rebuild the module is stored in its hyperparameters as plain
+    ``_target_`` dicts, so ``TaggingModule.load_from_checkpoint(path)`` alone restores it.
+
+    Args:
+        net: ``_target_`` config of an ``nn.Module`` mapping [N, 1, T] -> [N, num_tags];
+            it receives ``num_tags=len(tag_names)``.
+        optimizer: ``_target_`` config of a ``torch.optim.Optimizer`` (``params`` is added).
+        tag_names: names of the tags, in label-column order.
+        scheduler: optional ``_target_`` config of an epoch-wise LR scheduler.
+        aggregation: ``mean_logits`` (average logits, then sigmoid) or ``mean_probs``.
+        input_scale: raw samples are divided by this (32768 maps int16-scale audio to
+            [-1, 1]; use 1 for audio that is already in [-1, 1]).
+    """
+
+    def __init__(
+        self,
+        net: dict,
+        optimizer: dict,
+        tag_names: list[str],
+        scheduler: dict | None = None,
+        aggregation: Aggregation = "mean_logits",
+        input_scale: float = 32768.0,
+    ) -> None:
+        super().__init__()
+        if aggregation not in AGGREGATIONS:
+            raise ConfigError(
+                f"model.aggregation must be one of {', '.join(AGGREGATIONS)}, not {aggregation!r}"
+            )
+        if input_scale <= 0:
+            raise ConfigError(f"model.input_scale must be positive, not {input_scale}")
+        self.save_hyperparameters(
+            {
+                "net": _plain(net),
+                "optimizer": _plain(optimizer),
+                "tag_names": list(tag_names),
+                "scheduler": _plain(scheduler),
+                "aggregation": aggregation,
+                "input_scale": float(input_scale),
+            }
+        )
+        self.tag_names = list(tag_names)
+        self.net = instantiate(self.hparams.net, num_tags=len(self.tag_names))
+        self.train_scores = EpochTagScores(len(self.tag_names))
+        self.val_scores = EpochTagScores(len(self.tag_names))
+        self.test_scores = EpochTagScores(len(self.tag_names))
+        self.epoch_scores: dict[str, TagScores] = {}
+        self._reported_skips: dict[str, list[str]] = {}
+
+    def forward(self, audio: Tensor) -> Tensor:
+        """Raw clips [B, n_subclips, 1, T] -> per-sub-clip logits [B, n_subclips, K]."""
+        batch, n_subclips = audio.shape[:2]
+        logits = self.net(audio.flatten(0, 1) / self.hparams.input_scale)  # [B * n, K]
+        return logits.view(batch, n_subclips, -1)
+
+    def predict_clips(self, audio: Tensor) -> Tensor:
+        """Raw clips [B, n_subclips, 1, T] -> tag probabilities [B, K]."""
+        return clip_probabilities(self(audio), self.hparams.aggregation)
+
+    def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
+        logits = self(batch["audio"])
+        loss = clip_loss(logits, batch["labels"], self.hparams.aggregation)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{stage} loss is {loss.item()} at step {self.global_step}")
+        probs = clip_probabilities(logits.detach(), self.hparams.aggregation)
+        getattr(self, f"{stage}_scores").update(probs, batch["labels"])
+        return loss
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss = self._shared_step(batch, "train")
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        loss = self._shared_step(batch, "val")
+        self.log("val/loss", loss, on_epoch=True, batch_size=len(batch["labels"]))
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        loss = self._shared_step(batch, "test")
+        self.log("test/loss", loss, on_epoch=True, batch_size=len(batch["labels"]))
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return {
+            "index": batch["index"],
+            "probs": self.predict_clips(batch["audio"]),
+            "labels": batch["labels"],
+        }
+
+    def _log_epoch_scores(self, stage: str, per_tag: bool = False) -> None:
+        metric: EpochTagScores = getattr(self, f"{stage}_scores")
+        scores = metric.compute()
+        metric.reset()
+        if self.trainer.sanity_checking:
+            return
+        self.epoch_scores[stage] = scores
+        skipped = scores.skipped(self.tag_names)
+        if skipped and skipped != self._reported_skips.get(stage):
+            log.warning(
+                "%s: %d tag(s) have no positive or no negative clip and are left out of the "
+                "macro AUC: %s",
+                stage, len(skipped), ", ".join(skipped),
+            )  # fmt: skip
+            self._reported_skips[stage] = skipped
+        self.log_dict(
+            {f"{stage}/auc": scores.macro_roc_auc, f"{stage}/pr_auc": scores.macro_pr_auc},
+            prog_bar=stage == "val",
+        )
+        if per_tag:
+            self.log_dict(
+                {
+                    f"{stage}_tag_auc/{name}": auc
+                    for name, auc, ok in zip(
+                        self.tag_names, scores.roc_auc.tolist(), scores.valid.tolist(), strict=True
+                    )
+                    if ok
+                }
+            )
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch_scores("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_scores("val", per_tag=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_scores("test", per_tag=True)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = instantiate(self.hparams.optimizer, params=self.parameters())
+        if self.hparams.scheduler is None:
+            return {"optimizer": optimizer}
+        scheduler = instantiate(self.hparams.scheduler, optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store every RNG state, so a resumed run draws what the uninterrupted one would."""
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "numpy": _numpy_rng_state(),
+            "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rng_states")
+        if states is None:
+            return
+        torch.set_rng_state(states["torch"])
+        kind, keys, *rest = states["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+        random.setstate(states["python"])
+        if states["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
