@@ -167,7 +167,10 @@ class TaggingModule(LightningModule):
         if self.hparams.scheduler is None:
             return {"optimizer": optimizer}
         scheduler = instantiate(self.hparams.scheduler, optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store every RNG state, so a resumed run draws what the uninterrupted one would."""

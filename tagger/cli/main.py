@@ -1,27 +1,29 @@
-"""The ``tagger`` command: ``tagger train [overrides]`` and ``tagger eval [overrides]``."""
+"""The ``tagger`` command: ``tagger COMMAND [arguments]``; ``tagger --help`` lists the commands."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 
-USAGE = """usage: tagger COMMAND [hydra overrides]
+#: command -> (module whose ``main()`` runs it, one-line help). Each module reads sys.argv[1:].
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("tagger.cli.train", "train a tagger (= python train.py [overrides])"),
+    "eval": ("tagger.cli.evaluate", "evaluate a checkpoint (= python eval.py ckpt_path=PATH)"),
+}
 
-commands:
-  train   train a tagger (same as python train.py); e.g. tagger train optimizer=adamw
-  eval    evaluate a checkpoint (same as python eval.py); e.g. tagger eval ckpt_path=PATH
-"""
+
+def usage() -> str:
+    lines = [f"  {name:<8} {text}" for name, (_, text) in COMMANDS.items()]
+    return "usage: tagger COMMAND [arguments]\n\ncommands:\n" + "\n".join(lines) + "\n"
 
 
 def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
-        print(USAGE, end="")
+        print(usage(), end="")
         raise SystemExit(0 if len(sys.argv) >= 2 else 2)
-    command, sys.argv = sys.argv[1], [f"tagger {sys.argv[1]}", *sys.argv[2:]]
-    if command == "train":
-        from tagger.cli.train import main as run
-    elif command == "eval":
-        from tagger.cli.evaluate import main as run
-    else:
-        print(f"tagger: unknown command {command!r}\n\n{USAGE}", end="", file=sys.stderr)
+    command = sys.argv[1]
+    if command not in COMMANDS:
+        print(f"tagger: unknown command {command!r}\n\n{usage()}", end="", file=sys.stderr)
         raise SystemExit(2)
-    run()
+    sys.argv = [f"tagger {command}", *sys.argv[2:]]
+    importlib.import_module(COMMANDS[command][0]).main()

@@ -1,4 +1,4 @@
-"""``python train.py [overrides]``: train a tagger and write ``metrics.json`` in the run directory."""
+"""``python train.py [overrides]``: train a tagger; writes ``metrics.json`` to the run directory."""
 
 from __future__ import annotations
 
@@ -66,7 +66,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     checkpoints = {"best": None, "last": None}
     best: dict[str, Any] = {}
     if isinstance(checkpoint, ModelCheckpoint):
-        checkpoints = {"best": checkpoint.best_model_path or None, "last": checkpoint.last_model_path or None}
+        checkpoints = {
+            "best": checkpoint.best_model_path or None,
+            "last": checkpoint.last_model_path or None,
+        }
         if checkpoint.best_model_score is not None:
             best = {checkpoint.monitor: float(checkpoint.best_model_score)}
 
