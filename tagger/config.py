@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -13,6 +14,43 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 class ConfigError(ValueError):
     """A configuration that cannot work, with a message that says which setting to change."""
+
+
+def find_config_error(error: BaseException) -> ConfigError | None:
+    """The ``ConfigError`` behind ``error``, if any (Hydra's ``instantiate`` wraps exceptions)."""
+    while error is not None:
+        if isinstance(error, ConfigError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def exit_on_config_error(error: Exception) -> None:
+    """Print a ``ConfigError`` behind ``error`` as one line and exit with status 2; else return."""
+    config_error = find_config_error(error)
+    if config_error is not None:
+        print(f"tagger: error: {config_error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def check_group_choices(overrides: list[str], config_dir: str = CONFIG_DIR) -> None:
+    """Refuse ``group=name`` overrides naming no ``conf/group/name.yaml``, in one sentence.
+
+    Sweep lists (``model=a,b``) are checked name by name; ``null`` removes a group.
+    Hydra would refuse them too, but with a page of search-path details.
+    """
+    for override in overrides:
+        key, sep, value = override.lstrip("+~").partition("=")
+        group = Path(config_dir) / key
+        if not sep or not group.is_dir() or "(" in value:
+            continue
+        available = sorted(p.stem for p in group.glob("*.yaml"))
+        for choice in value.split(","):
+            if choice.strip() not in (*available, "null"):
+                raise ConfigError(
+                    f"unknown {key} {choice.strip()!r} in '{override}'; "
+                    f"choose one of: {', '.join(available)} (conf/{key}/*.yaml)"
+                )
 
 
 def register_resolvers() -> None:

@@ -18,7 +18,13 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from tagger.config import CONFIG_DIR, ConfigError, register_resolvers
+from tagger.config import (
+    CONFIG_DIR,
+    ConfigError,
+    check_group_choices,
+    exit_on_config_error,
+    register_resolvers,
+)
 from tagger.data.datamodule import ClipDataModule
 from tagger.metrics import tag_scores
 from tagger.module import TaggingModule
@@ -90,13 +96,22 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
-def main(cfg: DictConfig) -> float:
+def hydra_main(cfg: DictConfig) -> float:
     try:
         summary = evaluate(cfg)
-    except ConfigError as error:
-        print(f"tagger: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except Exception as error:
+        exit_on_config_error(error)
+        raise
     return summary[summary["split"]]["auc"]
+
+
+def main() -> None:
+    """``python eval.py [overrides]``: check group names, then hand over to Hydra."""
+    try:
+        check_group_choices(sys.argv[1:])
+    except ConfigError as error:
+        exit_on_config_error(error)
+    hydra_main()
 
 
 register_resolvers()

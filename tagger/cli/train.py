@@ -17,7 +17,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from tagger.callbacks import StoreRunConfig
-from tagger.config import CONFIG_DIR, ConfigError, register_resolvers
+from tagger.config import (
+    CONFIG_DIR,
+    ConfigError,
+    check_group_choices,
+    exit_on_config_error,
+    register_resolvers,
+)
 from tagger.data.datamodule import ClipDataModule
 from tagger.module import TaggingModule
 from tagger.run_files import scores_summary, write_json
@@ -41,7 +47,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
     run_config = OmegaConf.to_container(cfg, resolve=True)
     if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, workers=True)
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule: ClipDataModule = instantiate(cfg.data)
     model: TaggingModule = instantiate(
@@ -111,15 +117,24 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the final validation macro ROC-AUC (for sweepers)."""
     torch.set_float32_matmul_precision("high")
     try:
         summary = train(cfg)
-    except ConfigError as error:
-        print(f"tagger: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except Exception as error:
+        exit_on_config_error(error)
+        raise
     return summary["final"].get("val/auc")
+
+
+def main() -> None:
+    """``python train.py [overrides]``: check group names, then hand over to Hydra."""
+    try:
+        check_group_choices(sys.argv[1:])
+    except ConfigError as error:
+        exit_on_config_error(error)
+    hydra_main()
 
 
 register_resolvers()
