@@ -1,0 +1,156 @@
+"""Whole training runs, in-process on tiny synthetic data: what a run writes and restores."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from tagger.cli.evaluate import evaluate, load_checkpoint
+from tagger.cli.train import train
+from tests.conftest import compose_config
+
+TWO_EPOCHS = ["trainer.max_epochs=2", "optimizer=adamw"]
+
+
+def results(summary: dict) -> dict[str, float]:
+    """A run's final metrics without wall-clock timings."""
+    return {k: v for k, v in summary["final"].items() if k != "train/step_time"}
+
+
+@pytest.fixture(scope="module")
+def two_epoch_run(tmp_path_factory) -> dict:
+    """One 2-epoch run shared by the tests that only read what it wrote."""
+    from tests.conftest import TINY
+
+    run_dir = tmp_path_factory.mktemp("two_epochs")
+    return train(compose_config("train", run_dir, [*TINY, *TWO_EPOCHS]))
+
+
+def test_metrics_json_describes_the_run(two_epoch_run: dict) -> None:
+    summary = two_epoch_run
+    written = json.loads((Path(summary["run_dir"]) / "metrics.json").read_text())
+    assert written["final"]["val/auc"] == pytest.approx(summary["final"]["val/auc"])
+    assert written["dataset"]["name"] == "synthetic" and written["dataset"]["real_music"] is False
+    assert (written["train_clips"], written["val_clips"], written["test_clips"]) == (60, 30, 30)
+    assert written["tag_names"][:3] == ["bass", "treble", "chord"]
+    assert written["epochs"] == 2 and written["global_step"] == 2 * 6
+    for key in ("train/auc", "train/loss", "val/auc", "val/pr_auc", "val/loss"):
+        assert 0 <= written["final"][key] < 10, key
+    assert written["best"]["val/auc"] >= written["final"]["val/auc"] - 1e-9
+    assert Path(written["checkpoints"]["best"]).is_file()
+    assert Path(written["checkpoints"]["last"]).name == "last.ckpt"
+    assert 0.5 <= written["test"]["auc"] <= 1 and written["wall_time_s"] > 0
+    assert written["config"]["optimizer"]["_target_"] == "torch.optim.AdamW"
+
+
+def test_tensorboard_holds_step_loss_and_epoch_auc(two_epoch_run: dict) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(Path(two_epoch_run["run_dir"]) / "tensorboard")).Reload()
+    scalars = events.Tags()["scalars"]
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(12))  # every step
+    assert len(events.Scalars("val/auc")) == 2
+    for tag in ("train/step_time", "train/auc", "val/loss", "val/pr_auc", "lr-AdamW"):
+        assert tag in scalars, tag
+
+
+def test_same_seed_gives_the_same_metrics(train_config, two_epoch_run: dict) -> None:
+    again = train(train_config(*TWO_EPOCHS))
+    assert results(again) == results(two_epoch_run)
+    assert again["test"]["auc"] == two_epoch_run["test"]["auc"]
+
+
+def test_resume_from_last_checkpoint_is_exact(train_config, two_epoch_run: dict) -> None:
+    first = train(train_config(*TWO_EPOCHS, "trainer.max_epochs=1", run="first"))
+    resumed = train(
+        train_config(*TWO_EPOCHS, f"ckpt_path={first['checkpoints']['last']}", run="resumed")
+    )
+    assert resumed["epochs"] == 2 and resumed["global_step"] == 12
+    assert results(resumed) == results(two_epoch_run)
+    straight, _ = load_checkpoint(two_epoch_run["checkpoints"]["last"])
+    continued, _ = load_checkpoint(resumed["checkpoints"]["last"])
+    for (name, a), b in zip(
+        straight.state_dict().items(), continued.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+def test_eval_rebuilds_from_the_checkpoint_and_matches_training(tmp_path, two_epoch_run) -> None:
+    cfg = compose_config(
+        "eval",
+        tmp_path / "eval",
+        [f"ckpt_path={two_epoch_run['checkpoints']['last']}", "split=val",
+         "trainer.enable_progress_bar=false"],
+    )  # fmt: skip
+    summary = evaluate(cfg)
+    assert summary["val"]["auc"] == pytest.approx(two_epoch_run["final"]["val/auc"], abs=1e-6)
+    written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert written["val"]["auc"] == summary["val"]["auc"] and written["val_clips"] == 30
+
+    with (tmp_path / "eval" / "predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    tags = two_epoch_run["tag_names"]
+    assert len(rows) == 30 and rows[0]["clip_id"] == "synthetic/val/00000"
+    truth = np.array([[tag in row["true_tags"].split(";") for tag in tags] for row in rows])
+    scores = np.array([[float(row[tag]) for tag in tags] for row in rows])
+    scorable = truth.any(0) & ~truth.all(0)
+    recomputed = roc_auc_score(truth[:, scorable], scores[:, scorable])
+    assert recomputed == pytest.approx(summary["val"]["auc"], abs=1e-4)
+
+
+def test_eval_defaults_to_the_test_split(tmp_path, two_epoch_run) -> None:
+    cfg = compose_config(
+        "eval", tmp_path / "eval", [f"ckpt_path={two_epoch_run['checkpoints']['best']}"]
+    )
+    summary = evaluate(cfg)
+    assert summary["split"] == "test"
+    assert summary["test"]["auc"] == pytest.approx(two_epoch_run["test"]["auc"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("name", "optimizer_class", "hyperparameter"),
+    [
+        ("sgd", torch.optim.SGD, ("momentum", 0.9)),
+        ("adam", torch.optim.Adam, ("weight_decay", 0.0)),
+        ("adamw", torch.optim.AdamW, ("weight_decay", 0.01)),
+    ],
+)
+def test_each_optimizer_trains_and_is_the_one_checkpointed(
+    train_config, name, optimizer_class, hyperparameter
+) -> None:
+    summary = train(train_config(f"optimizer={name}", "test=false"))
+    checkpoint = torch.load(summary["checkpoints"]["last"], weights_only=False)
+    model, _ = load_checkpoint(summary["checkpoints"]["last"])
+    optimizer = model.configure_optimizers()["optimizer"]
+    assert type(optimizer) is optimizer_class
+    optimizer.load_state_dict(checkpoint["optimizer_states"][0])  # the saved state fits it
+    key, value = hyperparameter
+    assert checkpoint["optimizer_states"][0]["param_groups"][0][key] == value
+    assert np.isfinite(summary["final"]["train/loss"])
+
+
+def test_mean_probs_and_a_scheduler_train(train_config) -> None:
+    summary = train(
+        train_config("model.aggregation=mean_probs", "scheduler=cosine", "trainer.max_epochs=2")
+    )
+    assert summary["config"]["model"]["aggregation"] == "mean_probs"
+    assert summary["final"]["lr-SGD"] < 0.1135  # the cosine schedule lowered it
+
+
+def test_tags_without_positives_are_skipped_with_a_warning(train_config, caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="tagger.module"):
+        summary = train(train_config("data.val_clips=3", "test=false"))
+    skipped = summary["val"]["skipped_tags"]
+    assert skipped, "3 clips cannot have every tag both present and absent"
+    assert any(", ".join(skipped) in record.message for record in caplog.records)
+    assert np.isfinite(summary["final"]["val/auc"])
+    assert summary["val"]["per_tag_auc"][skipped[0]] is None or np.isnan(
+        summary["val"]["per_tag_auc"][skipped[0]]
+    )
