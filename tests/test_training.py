@@ -74,6 +74,8 @@ def test_resume_from_last_checkpoint_is_exact(train_config, two_epoch_run: dict)
     )
     assert resumed["epochs"] == 2 and resumed["global_step"] == 12
     assert results(resumed) == results(two_epoch_run)
+    assert resumed["best"] == two_epoch_run["best"]  # the best epoch before the resume counts
+    assert Path(resumed["checkpoints"]["last"]).parent == Path(first["checkpoints"]["last"]).parent
     straight, _ = load_checkpoint(two_epoch_run["checkpoints"]["last"])
     continued, _ = load_checkpoint(resumed["checkpoints"]["last"])
     for (name, a), b in zip(

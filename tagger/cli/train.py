@@ -41,10 +41,22 @@ def _floats(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in sorted(metrics.items())}
 
 
+def _checkpoint_in_place(cfg: DictConfig) -> None:
+    """When resuming, keep saving checkpoints in the folder of the one resumed from.
+
+    Lightning restores the best score and the best/last paths only when the checkpoint
+    folder is unchanged; in a new folder the resumed run would forget its best epoch.
+    """
+    checkpoint_cfg = (cfg.get("callbacks") or {}).get("model_checkpoint")
+    if cfg.get("ckpt_path") and checkpoint_cfg is not None:
+        checkpoint_cfg.dirpath = str(Path(cfg.ckpt_path).resolve().parent)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, validate and (optionally) test with a composed config; return the summary
     that is also written to ``<run dir>/metrics.json``."""
     started = time.time()
+    _checkpoint_in_place(cfg)
     run_config = OmegaConf.to_container(cfg, resolve=True)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
