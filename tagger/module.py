@@ -98,7 +98,10 @@ class TaggingModule(LightningModule):
         logits = self(batch["audio"])
         loss = clip_loss(logits, batch["labels"], self.hparams.aggregation)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"{stage} loss is {loss.item()} at step {self.global_step}")
+            raise FloatingPointError(
+                f"{stage} loss is {loss.item()} at step {self.global_step} "
+                f"(epoch {self.current_epoch}); training stopped"
+            )
         probs = clip_probabilities(logits.detach(), self.hparams.aggregation)
         getattr(self, f"{stage}_scores").update(probs, batch["labels"])
         return loss

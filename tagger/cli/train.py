@@ -12,6 +12,8 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
@@ -22,6 +24,7 @@ from tagger.config import (
     ConfigError,
     check_group_choices,
     exit_on_config_error,
+    find_config_error,
     register_resolvers,
 )
 from tagger.data.datamodule import ClipDataModule
@@ -128,14 +131,51 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
+def _failure_reason(cfg: DictConfig, error: Exception) -> str:
+    """One sentence on why a run failed; for a diverged run, where its last good checkpoint is."""
+    config_error = find_config_error(error)
+    if config_error is not None:
+        return str(config_error)
+    if not isinstance(error, FloatingPointError):
+        return f"{type(error).__name__}: {error}"
+    checkpoint_cfg = (cfg.get("callbacks") or {}).get("model_checkpoint")
+    last = Path(checkpoint_cfg.dirpath) / "last.ckpt" if checkpoint_cfg is not None else None
+    kept = f"last good checkpoint: {last}" if last and last.is_file() else "no checkpoint yet"
+    return f"{error}; {kept}"
+
+
+def _record_failure(cfg: DictConfig, reason: str) -> None:
+    """Write ``metrics.json`` with ``status: failed`` and the reason, for reports and sweeps."""
+    try:
+        config = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # the failure may be in the config itself
+        config = OmegaConf.to_container(cfg, resolve=False)
+    write_json(
+        Path(cfg.paths.output_dir) / "metrics.json",
+        {"status": "failed", "error": reason, "config": config},
+    )
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns the final validation macro ROC-AUC (for sweepers)."""
+    """Hydra entry point; returns the final validation macro ROC-AUC (for sweepers).
+
+    A failed run records its reason in ``metrics.json``. In a ``-m`` sweep the other jobs
+    still run; a single run exits non-zero (one line for a bad config or a NaN loss).
+    """
     torch.set_float32_matmul_precision("high")
     try:
         summary = train(cfg)
     except Exception as error:
+        reason = _failure_reason(cfg, error)
+        _record_failure(cfg, reason)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            log.error("job %s failed, the sweep goes on: %s", HydraConfig.get().job.num, reason)
+            return None
         exit_on_config_error(error)
+        if isinstance(error, FloatingPointError):
+            print(f"tagger: error: {reason}", file=sys.stderr)
+            raise SystemExit(1) from None
         raise
     return summary["final"].get("val/auc")
 

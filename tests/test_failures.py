@@ -1,0 +1,58 @@
+"""Failed runs: recorded with their reason, sweeps go on, a NaN loss keeps the checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tagger.cli.evaluate import load_checkpoint
+from tagger.cli.train import hydra_main
+from tagger.module import TaggingModule
+from tests.conftest import REPO_ROOT, run_cli
+from tests.test_cli import SMALL
+
+
+def test_a_failing_sweep_job_is_recorded_and_the_others_run(tmp_path: Path) -> None:
+    result = run_cli(str(REPO_ROOT / "train.py"), "-m", "length=1024", "stride=2048,256",
+                     "test=false", *SMALL, cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    (sweep,) = (tmp_path / "outputs" / "train" / "multiruns").iterdir()
+    failed, done = (json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json")))
+    assert failed["status"] == "failed"
+    assert "stride 2048 must be between 1 and its length 1024" in failed["error"]
+    assert failed["config"]["conv"] == {"length": 1024, "stride": 2048}
+    assert done["status"] == "completed" and done["config"]["conv"]["stride"] == 256
+    assert "job 0 failed, the sweep goes on" in result.stdout + result.stderr
+
+
+def test_nan_loss_stops_the_run_naming_the_step_and_keeps_the_checkpoint(
+    train_config, monkeypatch, capsys
+) -> None:
+    real_forward = TaggingModule.forward
+
+    def forward_that_diverges_at_step_7(self, audio):
+        logits = real_forward(self, audio)
+        return logits * float("nan") if self.training and self.global_step == 7 else logits
+
+    monkeypatch.setattr(TaggingModule, "forward", forward_that_diverges_at_step_7)
+    cfg = train_config("trainer.max_epochs=3")  # 6 steps per epoch
+    with pytest.raises(SystemExit) as exit_info:
+        hydra_main(cfg)
+    assert exit_info.value.code == 1
+
+    err = capsys.readouterr().err
+    (line,) = [line for line in err.splitlines() if line.startswith("tagger: error:")]
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    assert line == (
+        "tagger: error: train loss is nan at step 7 (epoch 1); training stopped; "
+        f"last good checkpoint: {last}"
+    )
+    recorded = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert recorded["status"] == "failed" and "step 7" in recorded["error"]
+
+    model, _ = load_checkpoint(last)
+    assert torch.load(last, weights_only=False)["global_step"] == 6  # the end of epoch 0
+    assert all(torch.isfinite(p).all() for p in model.parameters())
