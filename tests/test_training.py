@@ -45,7 +45,9 @@ def test_metrics_json_describes_the_run(two_epoch_run: dict) -> None:
         assert 0 <= written["final"][key] < 10, key
     assert written["best"]["val/auc"] >= written["final"]["val/auc"] - 1e-9
     assert Path(written["checkpoints"]["best"]).is_file()
-    assert Path(written["checkpoints"]["last"]).name == "last.ckpt"
+    last = Path(written["checkpoints"]["last"])
+    assert last.name == "last.ckpt"
+    assert torch.load(last, weights_only=False)["global_step"] == 12  # the end of the run
     assert 0.5 <= written["test"]["auc"] <= 1 and written["wall_time_s"] > 0
     assert written["config"]["optimizer"]["_target_"] == "torch.optim.AdamW"
 

@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from tagger.callbacks import StoreRunConfig
@@ -50,9 +51,23 @@ def _checkpoint_in_place(cfg: DictConfig) -> None:
     Lightning restores the best score and the best/last paths only when the checkpoint
     folder is unchanged; in a new folder the resumed run would forget its best epoch.
     """
-    checkpoint_cfg = (cfg.get("callbacks") or {}).get("model_checkpoint")
-    if cfg.get("ckpt_path") and checkpoint_cfg is not None:
-        checkpoint_cfg.dirpath = str(Path(cfg.ckpt_path).resolve().parent)
+    if cfg.get("ckpt_path"):
+        cfg.paths.checkpoint_dir = str(Path(cfg.ckpt_path).resolve().parent)
+
+
+def _checkpoint_summary(trainer: L.Trainer) -> tuple[dict[str, str | None], dict[str, float]]:
+    """Paths of the best and last checkpoints, and the best monitored score."""
+    paths: dict[str, str | None] = {"best": None, "last": None}
+    best: dict[str, float] = {}
+    for callback in trainer.checkpoint_callbacks:
+        if not isinstance(callback, ModelCheckpoint) or not callback.best_model_path:
+            continue
+        if callback.monitor is None:  # conf/callbacks/last_checkpoint.yaml
+            paths["last"] = callback.best_model_path
+        else:
+            paths["best"] = callback.best_model_path
+            best = {callback.monitor: float(callback.best_model_score)}
+    return paths, best
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -83,16 +98,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     final = _floats(trainer.callback_metrics)
 
-    checkpoint = trainer.checkpoint_callback
-    checkpoints = {"best": None, "last": None}
-    best: dict[str, Any] = {}
-    if isinstance(checkpoint, ModelCheckpoint):
-        checkpoints = {
-            "best": checkpoint.best_model_path or None,
-            "last": checkpoint.last_model_path or None,
-        }
-        if checkpoint.best_model_score is not None:
-            best = {checkpoint.monitor: float(checkpoint.best_model_score)}
+    checkpoints, best = _checkpoint_summary(trainer)
 
     summary: dict[str, Any] = {
         "status": "completed",
@@ -120,6 +126,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         wall_time_s=round(time.time() - started, 2),
         config=run_config,
     )
+    if not trainer.is_global_zero:  # under DDP, one process writes the run's files
+        return summary
     path = write_json(Path(cfg.paths.output_dir) / "metrics.json", summary)
     log.info(
         "final val/auc %.4f (best %.4f)%s; metrics in %s",
@@ -138,14 +146,15 @@ def _failure_reason(cfg: DictConfig, error: Exception) -> str:
         return str(config_error)
     if not isinstance(error, FloatingPointError):
         return f"{type(error).__name__}: {error}"
-    checkpoint_cfg = (cfg.get("callbacks") or {}).get("model_checkpoint")
-    last = Path(checkpoint_cfg.dirpath) / "last.ckpt" if checkpoint_cfg is not None else None
-    kept = f"last good checkpoint: {last}" if last and last.is_file() else "no checkpoint yet"
+    last = Path(cfg.paths.checkpoint_dir) / "last.ckpt"
+    kept = f"last good checkpoint: {last}" if last.is_file() else "no checkpoint yet"
     return f"{error}; {kept}"
 
 
 def _record_failure(cfg: DictConfig, reason: str) -> None:
     """Write ``metrics.json`` with ``status: failed`` and the reason, for reports and sweeps."""
+    if rank_zero_only.rank != 0:
+        return
     try:
         config = OmegaConf.to_container(cfg, resolve=True)
     except Exception:  # the failure may be in the config itself
@@ -158,7 +167,7 @@ def _record_failure(cfg: DictConfig, reason: str) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns the final validation macro ROC-AUC (for sweepers).
+    """Hydra entry point; returns the final ``optimized_metric`` (default val/auc) for sweepers.
 
     A failed run records its reason in ``metrics.json``. In a ``-m`` sweep the other jobs
     still run; a single run exits non-zero (one line for a bad config or a NaN loss).
@@ -171,13 +180,13 @@ def hydra_main(cfg: DictConfig) -> float | None:
         _record_failure(cfg, reason)
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             log.error("job %s failed, the sweep goes on: %s", HydraConfig.get().job.num, reason)
-            return None
+            return float("nan")  # a failed trial to Optuna; ignored by other launchers
         exit_on_config_error(error)
         if isinstance(error, FloatingPointError):
             print(f"tagger: error: {reason}", file=sys.stderr)
             raise SystemExit(1) from None
         raise
-    return summary["final"].get("val/auc")
+    return summary["final"].get(cfg.get("optimized_metric", "val/auc"))
 
 
 def main() -> None:
