@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Create .venv and install tagger into it, choosing the torch build explicitly.
 #
-#   scripts/setup.sh          # runtime dependencies
-#   scripts/setup.sh --dev    # plus the test tools (pytest, ruff, scikit-learn)
+#   scripts/setup.sh           # runtime dependencies
+#   scripts/setup.sh --dev     # plus the test tools (pytest, ruff, scikit-learn, sweep plugins)
+#   scripts/setup.sh --sweeps  # plus the Hydra Optuna sweeper and submitit launchers
 #
 # Which torch build (TORCH_BUILD=auto|cpu|cuda, default auto):
 #   cpu   torch==$TORCH_VERSION+cpu, PyTorch's CPU-only build (about 200 MB). It is
@@ -23,7 +24,13 @@ TORCH_VERSION=${TORCH_VERSION:-2.13.0}
 TORCH_BUILD=${TORCH_BUILD:-auto}
 TORCH_CPU_INDEX=${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}
 extras=""
-[[ "${1:-}" == "--dev" ]] && extras="[dev]"
+for arg in "$@"; do
+    case "$arg" in
+        --dev|--sweeps) extras="${extras:+$extras,}${arg#--}" ;;
+        *) echo "setup: unknown option '$arg' (use --dev and/or --sweeps)" >&2; exit 2 ;;
+    esac
+done
+[[ -n "$extras" ]] && extras="[$extras]"
 
 if [[ "$TORCH_BUILD" == auto ]]; then
     if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q GPU; then

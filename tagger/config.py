@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import sys
 from pathlib import Path
@@ -37,12 +38,13 @@ def check_group_choices(overrides: list[str], config_dir: str = CONFIG_DIR) -> N
     """Refuse ``group=name`` overrides naming no ``conf/group/name.yaml``, in one sentence.
 
     Sweep lists (``model=a,b``) are checked name by name; ``null`` removes a group.
+    ``hydra/...`` groups are left to Hydra, whose plugins add options outside ``conf/``.
     Hydra would refuse them too, but with a page of search-path details.
     """
     for override in overrides:
         key, sep, value = override.lstrip("+~").partition("=")
         group = Path(config_dir) / key
-        if not sep or not group.is_dir() or "(" in value:
+        if not sep or not group.is_dir() or "(" in value or key.startswith("hydra/"):
             continue
         available = sorted(p.stem for p in group.glob("*.yaml"))
         for choice in value.split(","):
@@ -53,11 +55,26 @@ def check_group_choices(overrides: list[str], config_dir: str = CONFIG_DIR) -> N
                 )
 
 
-def register_resolvers() -> None:
-    """Register the ``${run_id:}`` resolver used in run directory names.
+def bounded_dirname(name: str, limit: int = 160) -> str:
+    """``name`` if it fits in ``limit`` characters, else its start plus a hash of the whole.
 
-    ``run_id`` is a random 6-hex-digit token, drawn once per process (cached), so two
+    Sweep job directories are named after their overrides, which can outgrow the
+    255-byte file-name limit; the full overrides stay in the job's ``.hydra/overrides.yaml``.
+    """
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    return f"{name[: limit - 10]}~{digest}"
+
+
+def register_resolvers() -> None:
+    """Register the resolvers used in run directory names.
+
+    ``${run_id:}`` is a random 6-hex-digit token, drawn once per process (cached), so two
     runs or sweeps started in the same second never share a directory.
+    ``${bounded_dirname:...}`` keeps a sweep job's directory name under the file-name limit.
     """
     if not OmegaConf.has_resolver("run_id"):
         OmegaConf.register_new_resolver("run_id", lambda: secrets.token_hex(3), use_cache=True)
+    if not OmegaConf.has_resolver("bounded_dirname"):
+        OmegaConf.register_new_resolver("bounded_dirname", bounded_dirname)

@@ -113,11 +113,11 @@ class TaggingModule(LightningModule):
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         loss = self._shared_step(batch, "val")
-        self.log("val/loss", loss, on_epoch=True, batch_size=len(batch["labels"]))
+        self.log("val/loss", loss, on_epoch=True, batch_size=len(batch["labels"]), sync_dist=True)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         loss = self._shared_step(batch, "test")
-        self.log("test/loss", loss, on_epoch=True, batch_size=len(batch["labels"]))
+        self.log("test/loss", loss, on_epoch=True, batch_size=len(batch["labels"]), sync_dist=True)
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         return {
@@ -144,6 +144,7 @@ class TaggingModule(LightningModule):
         self.log_dict(
             {f"{stage}/auc": scores.macro_roc_auc, f"{stage}/pr_auc": scores.macro_pr_auc},
             prog_bar=stage == "val",
+            sync_dist=True,  # equal on every process already (the metric gathers all scores)
         )
         if per_tag:
             self.log_dict(
@@ -153,7 +154,8 @@ class TaggingModule(LightningModule):
                         self.tag_names, scores.roc_auc.tolist(), scores.valid.tolist(), strict=True
                     )
                     if ok
-                }
+                },
+                sync_dist=True,
             )
 
     def on_train_epoch_end(self) -> None:
