@@ -1,4 +1,4 @@
-"""The files a run leaves in its directory: ``metrics.json`` and ``predictions.csv``.
+"""The files a run leaves in its directory: ``metrics.json``, ``predictions.csv``, reports.
 
 Both are written to a temporary name and renamed when complete, so a crash never
 leaves a half-written file that looks finished.
@@ -34,13 +34,18 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def write_json(path: str | Path, data: dict[str, Any]) -> Path:
-    """Write ``data`` as indented JSON, atomically."""
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path``, atomically."""
     path = Path(path)
     tmp = _atomic_path(path)
-    tmp.write_text(json.dumps(_json_safe(data), indent=2, default=str) + "\n")
+    tmp.write_text(text)
     tmp.replace(path)
     return path
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> Path:
+    """Write ``data`` as indented JSON, atomically."""
+    return write_text(path, json.dumps(_json_safe(data), indent=2, default=str) + "\n")
 
 
 def scores_summary(scores: TagScores, tag_names: Sequence[str]) -> dict[str, Any]:

@@ -1,0 +1,73 @@
+"""Published MTAT figures (macro ROC-AUC over 50 tags) that runs are compared against.
+
+From ``../shared/reference/results.md``. ``published_auc`` finds the figure for a run
+from its resolved config and its dataset description; runs that are not on MTAT, or on a
+setting no paper reports, get none.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Dieleman & Schrauwen (2014), Table 1: (length, stride) -> (spectrogram, raw audio).
+#: 16 kHz, `dieleman` split, `top50`.
+DIELEMAN_TABLE1: dict[tuple[int, int], tuple[float, float]] = {
+    (1024, 1024): (0.8690, 0.8366),
+    (1024, 512): (0.8726, 0.8365),
+    (512, 512): (0.8793, 0.8386),
+    (512, 256): (0.8793, 0.8408),
+    (256, 256): (0.8815, 0.8487),
+}
+#: Dieleman Table 2 (raw audio 1024/1024): first-layer nonlinearity -> AUC.
+DIELEMAN_NONLINEARITY: dict[str, float] = {"relu": 0.8366, "log1p_sq": 0.7508, "log1p_abs": 0.7487}
+#: Dieleman Table 3 (raw audio 1024/1024): (pooling, group size) -> AUC.
+DIELEMAN_POOLING: dict[tuple[str, int], float] = {
+    ("none", 1): 0.8366,
+    ("l2", 2): 0.8387,
+    ("l2", 4): 0.8387,
+    ("max", 2): 0.8183,
+    ("max", 4): 0.8280,
+}
+#: The replication paper's Table I, 5 epochs of SGD (lr 0.1135), 12 kHz, `coursework`
+#: split, `merged50`: (length, stride) -> (train AUC, test AUC).
+REPLICATION_TABLE1: dict[tuple[int, int], tuple[float, float]] = {
+    (1024, 1024): (0.7810, 0.7665),
+    (1024, 512): (0.7703, 0.7591),
+    (512, 512): (0.7852, 0.7748),
+    (512, 256): (0.7769, 0.7705),
+    (256, 256): (0.7859, 0.7873),
+}
+#: Sample-level models on the `clean` split, `top50`, 16 kHz (Kim, Lee & Nam 2018).
+SAMPLE_LEVEL: dict[str, float] = {"samplecnn": 0.9055, "rese2": 0.9113}
+
+
+def published_auc(config: dict[str, Any], dataset: dict[str, Any]) -> tuple[float, str] | None:
+    """The published test ROC-AUC for a run's setting and where it comes from, if any.
+
+    Args:
+        config: the run's resolved config (``metrics.json["config"]``).
+        dataset: the run's dataset description (``metrics.json["dataset"]``); its
+            ``tag_set`` and ``split`` say which paper's protocol the run follows.
+    """
+    if not dataset.get("real_music"):
+        return None
+    target = config.get("model", {}).get("net", {}).get("_target_", "")
+    model = target.rsplit(".", 1)[-1].lower()
+    geometry = (config.get("conv", {}).get("length"), config.get("conv", {}).get("stride"))
+    optimizer = config.get("optimizer", {}).get("_target_", "")
+    protocol = (dataset.get("tag_set"), dataset.get("split"))
+
+    coursework_sgd = model == "dielemancnn" and optimizer.endswith("SGD")
+    if protocol == ("merged50", "coursework") and coursework_sgd and geometry in REPLICATION_TABLE1:
+        return REPLICATION_TABLE1[geometry][1], "replication paper, Table I"
+    if protocol == ("top50", "dieleman") and geometry in DIELEMAN_TABLE1:
+        spectrogram, raw = DIELEMAN_TABLE1[geometry]
+        if model == "dielemancnn":
+            return raw, "Dieleman & Schrauwen 2014, Table 1 (raw audio)"
+        if "spectrogram" in model:
+            return spectrogram, "Dieleman & Schrauwen 2014, Table 1 (spectrogram)"
+    if protocol == ("top50", "clean"):
+        for name, auc in SAMPLE_LEVEL.items():
+            if name in model:
+                return auc, "Kim, Lee & Nam 2018"
+    return None
