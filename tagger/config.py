@@ -34,6 +34,21 @@ def exit_on_config_error(error: Exception) -> None:
         raise SystemExit(2) from None
 
 
+def quote_path_values(overrides: list[str]) -> list[str]:
+    """Quote override values that contain ``=``, such as paths into sweep job directories.
+
+    Hydra cannot parse ``ckpt_path=.../0_conv.length=256,seed=1/last.ckpt`` unquoted; no
+    unquoted Hydra value can contain ``=``, so quoting such values changes nothing else.
+    """
+    quoted = []
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if sep and "=" in value and value[:1] not in "'\"" and not key.startswith("-"):
+            override = f"{key}='{value.replace(chr(39), chr(92) + chr(39))}'"
+        quoted.append(override)
+    return quoted
+
+
 def check_group_choices(overrides: list[str], config_dir: str = CONFIG_DIR) -> None:
     """Refuse ``group=name`` overrides naming no ``conf/group/name.yaml``, in one sentence.
 

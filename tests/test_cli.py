@@ -47,6 +47,13 @@ def test_sweep_over_first_layer_lengths(tmp_path: Path) -> None:
         assert len(events.Scalars("train/loss")) == metrics["global_step"]  # one per step
         assert len(events.Scalars("val/auc")) == 1  # one per epoch
 
+    # a job's checkpoint path holds '=' and ',' (its overrides); it works unquoted
+    last = sweep / jobs[2] / "checkpoints" / "last.ckpt"
+    result = run_cli(str(REPO_ROOT / "eval.py"), f"ckpt_path={last}", "split=val", cwd=tmp_path)
+    assert_ok(result)
+    (evaluated,) = (tmp_path / "outputs" / "eval" / "runs").glob("*/metrics.json")
+    assert json.loads(evaluated.read_text())["config"]["conv"]["length"] == 1024
+
 
 def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path: Path) -> None:
     command = [sys.executable, TRAIN, "-m", "debug=fast", *SMALL]

@@ -23,6 +23,7 @@ from tagger.config import (
     ConfigError,
     check_group_choices,
     exit_on_config_error,
+    quote_path_values,
     register_resolvers,
 )
 from tagger.data.datamodule import ClipDataModule
@@ -106,7 +107,8 @@ def hydra_main(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    """``python eval.py [overrides]``: check group names, then hand over to Hydra."""
+    """``python eval.py [overrides]``: quote path values, check group names, run."""
+    sys.argv[1:] = quote_path_values(sys.argv[1:])
     try:
         check_group_choices(sys.argv[1:])
     except ConfigError as error:

@@ -26,6 +26,7 @@ from tagger.config import (
     check_group_choices,
     exit_on_config_error,
     find_config_error,
+    quote_path_values,
     register_resolvers,
 )
 from tagger.data.datamodule import ClipDataModule
@@ -190,7 +191,8 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    """``python train.py [overrides]``: check group names, then hand over to Hydra."""
+    """``python train.py [overrides]``: quote path values, check group names, run."""
+    sys.argv[1:] = quote_path_values(sys.argv[1:])
     try:
         check_group_choices(sys.argv[1:])
     except ConfigError as error:
