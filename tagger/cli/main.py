@@ -9,6 +9,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("tagger.cli.train", "train a tagger (= python train.py [overrides])"),
     "eval": ("tagger.cli.evaluate", "evaluate a checkpoint (= python eval.py ckpt_path=PATH)"),
+    "models": ("tagger.cli.models", "print the model zoo: parameters, multiply-adds per second"),
+    "report": ("tagger.cli.report", "results table (report.md/.csv) from sweep directories"),
 }
 
 
