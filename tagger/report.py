@@ -17,6 +17,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from tagger.figures import plot_training_curves
 from tagger.published import published_auc
 from tagger.run_files import write_text
 
@@ -195,13 +196,22 @@ def render_csv(rows: list[Row]) -> str:
 
 
 def write_report(roots: list[Path], out_dir: Path) -> tuple[Path, Path, list[Row]]:
-    """Write ``report.md`` and ``report.csv`` for the jobs under ``roots`` into ``out_dir``."""
+    """Write ``report.md``, ``report.csv`` and ``curves.png`` (training curves, one line per
+    job) for the jobs under ``roots`` into ``out_dir``."""
     rows = build_rows(find_jobs(roots))
     if not rows:
         raise FileNotFoundError(
             f"no training jobs (directories with .hydra/) under {', '.join(map(str, roots))}"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
+    logs = {
+        f"{row.label} seed={(job.metrics or {}).get('config', {}).get('seed')}": log
+        for row in rows
+        for job in row.jobs
+        if (log := job.path / "csv" / "metrics.csv").is_file()
+    }
+    if logs:
+        plot_training_curves(logs, out_dir / "curves.png")
     markdown = write_text(out_dir / "report.md", render_markdown(rows, roots))
     table = write_text(out_dir / "report.csv", render_csv(rows))
     return markdown, table, rows

@@ -2,7 +2,9 @@
 
 The model and the data are rebuilt from the checkpoint alone (its hyperparameters and
 the run config that training stored in it). Writes ``metrics.json`` and
-``predictions.csv`` into the eval run's directory.
+``predictions.csv`` into the eval run's directory, with the figures of
+``tagger.figures``: ``per_tag_auc.png``/``.csv``, ``clips.md``, ``curves.png`` and, for
+raw-audio models, ``filter_spectra.png`` and ``filters.png``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -27,9 +30,16 @@ from tagger.config import (
     register_resolvers,
 )
 from tagger.data.datamodule import ClipDataModule
-from tagger.metrics import tag_scores
+from tagger.figures import (
+    best_and_worst_clips,
+    first_conv,
+    plot_first_layer_filters,
+    plot_per_tag_auc,
+    plot_training_curves,
+)
+from tagger.metrics import TagScores, tag_scores
 from tagger.module import TaggingModule
-from tagger.run_files import scores_summary, write_json, write_predictions
+from tagger.run_files import scores_summary, write_json, write_predictions, write_text
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +58,38 @@ def load_checkpoint(path: str | Path) -> tuple[TaggingModule, dict[str, Any]]:
     model = TaggingModule(**checkpoint["hyper_parameters"])
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval(), checkpoint["config"]
+
+
+def write_figures(
+    run_dir: Path,
+    ckpt_path: Path,
+    model: TaggingModule,
+    sample_rate: int,
+    scores: TagScores,
+    clip_ids: list[str],
+    labels: np.ndarray,
+    probs: np.ndarray,
+) -> list[Path]:
+    """The papers' figures for an evaluated checkpoint, written into ``run_dir``.
+
+    Training curves come from the training run's CSV log beside the checkpoint's folder;
+    the filter figures only for networks with a raw-audio first layer.
+    """
+    written = [
+        plot_per_tag_auc(model.tag_names, scores.roc_auc.numpy(), run_dir / "per_tag_auc.png",
+                         run_dir / "per_tag_auc.csv"),
+        write_text(run_dir / "clips.md",
+                   best_and_worst_clips(clip_ids, labels, probs, model.tag_names)),
+    ]  # fmt: skip
+    training_log = ckpt_path.resolve().parent.parent / "csv" / "metrics.csv"
+    if training_log.is_file():
+        written.append(plot_training_curves({"run": training_log}, run_dir / "curves.png"))
+    conv = first_conv(model.net)
+    if conv is not None:
+        spectra, filters = run_dir / "filter_spectra.png", run_dir / "filters.png"
+        plot_first_layer_filters(conv, sample_rate, spectra, filters)
+        written += [spectra, filters]
+    return written
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -78,6 +120,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         probs.numpy(),
         model.tag_names,
     )
+    figures = write_figures(
+        run_dir, Path(cfg.ckpt_path), model, datamodule.sample_rate, scores,
+        [clip_ids[i] for i in index.tolist()], labels.numpy(), probs.numpy(),
+    )  # fmt: skip
     summary = {
         "status": "completed",
         "checkpoint": str(Path(cfg.ckpt_path).resolve()),
@@ -87,6 +133,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "tag_names": model.tag_names,
         split: scores_summary(scores, model.tag_names),
         "predictions": str(run_dir / "predictions.csv"),
+        "figures": [str(path) for path in figures],
         "wall_time_s": round(time.time() - started, 2),
         "config": run_config,
     }
