@@ -88,7 +88,21 @@ def register_resolvers() -> None:
     ``${run_id:}`` is a random 6-hex-digit token, drawn once per process (cached), so two
     runs or sweeps started in the same second never share a directory.
     ``${bounded_dirname:...}`` keeps a sweep job's directory name under the file-name limit.
+    ``${store_sample_rate:PATH}`` and ``${store_subclip_len:PATH,N}`` read a clip store's
+    ``meta.json`` (``conf/data/store.yaml``): its sample rate, and its clip length split
+    into N windows; None when there is no store at PATH (the data module then says so).
     """
+    from tagger.data.store import store_info  # here: tagger.data imports this module
+
+    def store_subclip_len(path: str | None, n_subclips: int) -> int | None:
+        clip_samples = store_info(path, "clip_samples")
+        return None if clip_samples is None else clip_samples // int(n_subclips)
+
+    if not OmegaConf.has_resolver("store_sample_rate"):
+        OmegaConf.register_new_resolver(
+            "store_sample_rate", lambda path: store_info(path, "sample_rate")
+        )
+        OmegaConf.register_new_resolver("store_subclip_len", store_subclip_len)
     if not OmegaConf.has_resolver("run_id"):
         OmegaConf.register_new_resolver("run_id", lambda: secrets.token_hex(3), use_cache=True)
     if not OmegaConf.has_resolver("bounded_dirname"):

@@ -10,6 +10,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("tagger.cli.train", "train a tagger (= python train.py [overrides])"),
     "eval": ("tagger.cli.evaluate", "evaluate a checkpoint (= python eval.py ckpt_path=PATH)"),
     "models": ("tagger.cli.models", "print the model zoo: parameters, multiply-adds per second"),
+    "prepare": ("tagger.cli.prepare", "decode MTAT or an audio folder into a clip store"),
     "report": ("tagger.cli.report", "results table (report.md/.csv) from sweep directories"),
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -11,8 +12,24 @@ from torch.utils.data import Dataset, Sampler
 from tagger.config import ConfigError
 
 
+class ClipArray(Protocol):
+    """Clips of equal length: ``shape`` is (clips, samples), ``array[i]`` is clip i [samples].
+
+    A numpy array or memmap is one; so are a store's ``MappedClips`` and the coursework's
+    ``NpyClipFiles``, which read one clip at a time.
+    """
+
+    shape: tuple[int, ...]
+
+    def __getitem__(self, index: int) -> np.ndarray: ...
+
+
+class BadClipError(ConfigError):
+    """A clip whose samples cannot be used; the message names the clip."""
+
+
 class ClipDataset(Dataset):
-    """Tagged clips held as one array (in memory or memory-mapped).
+    """Tagged clips held as one array of clips (in memory, memory-mapped or one file each).
 
     Item ``i`` is a dict:
         ``audio``  float32 [n_subclips, 1, subclip_len], the first n_subclips * subclip_len
@@ -21,22 +38,22 @@ class ClipDataset(Dataset):
         ``index``  int, the row of the clip (for ``clip_ids``).
 
     Args:
-        audio: [clips, samples], any real dtype.
+        audio: [clips, samples], any real dtype (see ``ClipArray``).
         labels: [clips, num_tags], 0/1.
-        clip_ids: one identifier per clip.
+        clip_ids: one identifier per clip (named in errors about the clip).
         n_subclips: consecutive windows per clip.
         subclip_len: samples per window.
     """
 
     def __init__(
         self,
-        audio: np.ndarray,
+        audio: ClipArray,
         labels: np.ndarray,
         clip_ids: Sequence[str],
         n_subclips: int,
         subclip_len: int,
     ) -> None:
-        if audio.ndim != 2 or labels.ndim != 2 or len(audio) != len(labels) != len(clip_ids):
+        if len(audio.shape) != 2 or not audio.shape[0] == len(labels) == len(clip_ids):
             raise ValueError(
                 f"audio [clips, samples], labels [clips, tags] and clip_ids must agree; got "
                 f"{audio.shape}, {labels.shape} and {len(clip_ids)} ids"
@@ -58,27 +75,72 @@ class ClipDataset(Dataset):
         self.subclip_len = subclip_len
 
     def __len__(self) -> int:
-        return len(self.audio)
+        return self.audio.shape[0]
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
-        samples = np.asarray(self.audio[index, : self.n_subclips * self.subclip_len], np.float32)
+    def clip(self, index: int) -> np.ndarray:
+        """All samples of clip ``index``: float32 [samples]; a clip with NaN or infinite
+        samples raises ``BadClipError`` naming it."""
+        raw = np.asarray(self.audio[index])
+        samples = raw.astype(np.float32, copy=False)
+        if raw.dtype.kind == "f" and not np.isfinite(samples).all():
+            raise BadClipError(
+                f"clip {self.clip_ids[index]} (row {index}) has NaN or infinite samples"
+            )
+        return samples
+
+    def item(self, index: int, samples: np.ndarray) -> dict[str, torch.Tensor | int]:
+        """The item of clip ``index`` with windows ``samples`` [windows, subclip_len]."""
         return {
-            "audio": torch.from_numpy(samples).view(self.n_subclips, 1, self.subclip_len),
+            "audio": torch.from_numpy(samples.reshape(-1, 1, self.subclip_len)),
             "labels": torch.from_numpy(np.asarray(self.labels[index], np.float32)),
             "index": index,
         }
 
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+        samples = self.clip(index)[: self.n_subclips * self.subclip_len]
+        return self.item(index, samples)
 
-class EpochShuffleSampler(Sampler[int]):
+
+class RandomWindows(Dataset):
+    """Training view of a ``ClipDataset``: ``n_windows`` windows at random offsets per clip.
+
+    Items are keyed by ``(index, epoch)`` (see ``EpochShuffleSampler(with_epoch=True)``);
+    the offsets are drawn from a generator seeded by (seed, epoch, index), so a resumed
+    run sees the windows an uninterrupted one would, whatever the loader workers.
+    """
+
+    def __init__(self, clips: ClipDataset, n_windows: int, seed: int) -> None:
+        if n_windows < 1:
+            raise ConfigError(f"data.train_subclips must be >= 1, not {n_windows}")
+        self.clips = clips
+        self.n_windows = n_windows
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor | int]:
+        index, epoch = key
+        samples = self.clips.clip(index)
+        length = self.clips.subclip_len
+        rng = np.random.default_rng([self.seed, epoch, index])
+        starts = rng.integers(0, len(samples) - length + 1, size=self.n_windows)
+        windows = np.stack([samples[start : start + length] for start in starts])
+        return self.clips.item(index, windows)
+
+
+class EpochShuffleSampler(Sampler):
     """A random permutation that depends only on (seed, epoch).
 
     Lightning calls ``set_epoch`` before every training epoch, so the order of epoch e
-    is the same in an uninterrupted run and in one resumed from a checkpoint.
+    is the same in an uninterrupted run and in one resumed from a checkpoint. With
+    ``with_epoch`` it yields ``(index, epoch)`` keys (for ``RandomWindows``).
     """
 
-    def __init__(self, num_items: int, seed: int) -> None:
+    def __init__(self, num_items: int, seed: int, with_epoch: bool = False) -> None:
         self.num_items = num_items
         self.seed = seed
+        self.with_epoch = with_epoch
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -87,6 +149,9 @@ class EpochShuffleSampler(Sampler[int]):
     def __len__(self) -> int:
         return self.num_items
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[int | tuple[int, int]]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.num_items, generator=generator).tolist())
+        order = torch.randperm(self.num_items, generator=generator).tolist()
+        if self.with_epoch:
+            return iter([(index, self.epoch) for index in order])
+        return iter(order)

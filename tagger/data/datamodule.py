@@ -8,7 +8,7 @@ from typing import Any
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 
-from tagger.data.clips import ClipDataset, EpochShuffleSampler
+from tagger.data.clips import ClipDataset, EpochShuffleSampler, RandomWindows
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -27,7 +27,11 @@ class ClipDataModule(LightningDataModule):
         batch_size: clips per batch.
         num_workers: loader worker processes (0 loads in the main process).
         shuffle_seed: seed of the training order (each epoch's order depends only on it
-            and the epoch number).
+            and the epoch number), and of the random windows.
+        random_windows: training sees ``train_subclips`` windows of ``subclip_len`` at random
+            offsets of each clip (Dieleman's random 3 s crops), drawn anew every epoch;
+            evaluation always averages the ``n_subclips`` consecutive windows.
+        train_subclips: random windows per training clip (default: ``n_subclips``).
     """
 
     def __init__(
@@ -38,6 +42,8 @@ class ClipDataModule(LightningDataModule):
         batch_size: int,
         num_workers: int = 0,
         shuffle_seed: int = 0,
+        random_windows: bool = False,
+        train_subclips: int | None = None,
     ) -> None:
         super().__init__()
         self.n_subclips = n_subclips
@@ -46,6 +52,8 @@ class ClipDataModule(LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.shuffle_seed = shuffle_seed
+        self.random_windows = random_windows
+        self.train_subclips = train_subclips or n_subclips
         self.splits: dict[str, ClipDataset] = {}
 
     @property
@@ -77,7 +85,9 @@ class ClipDataModule(LightningDataModule):
             raise KeyError(f"this data has no {split!r} split; it has {sorted(self.splits)}")
         return self._loader(self.splits[split], sampler=None)
 
-    def _loader(self, dataset: ClipDataset, sampler: EpochShuffleSampler | None) -> DataLoader:
+    def _loader(
+        self, dataset: ClipDataset | RandomWindows, sampler: EpochShuffleSampler | None
+    ) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -88,7 +98,12 @@ class ClipDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         train = self.splits["train"]
-        return self._loader(train, EpochShuffleSampler(len(train), self.shuffle_seed))
+        sampler = EpochShuffleSampler(len(train), self.shuffle_seed, with_epoch=self.random_windows)
+        if self.random_windows:
+            return self._loader(
+                RandomWindows(train, self.train_subclips, self.shuffle_seed), sampler
+            )
+        return self._loader(train, sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self.loader("val")

@@ -1,0 +1,95 @@
+"""Any folder of tagged audio -> a store plan (``tagger prepare folder``).
+
+The labels CSV has a header and one row per file: ``path`` (relative to the root),
+``tags`` (names separated by ``;``, may be empty) and optionally ``split``
+(``train``, ``val`` or ``test``; without the column the split is drawn from a seed).
+Tag columns are the tags' names in alphabetical order.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from tagger.config import ConfigError
+from tagger.data.splits import SPLIT_NAMES, seeded_split
+from tagger.data.store import StoreClip, StorePlan
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+
+
+def read_labels(labels: Path) -> list[dict[str, str]]:
+    """The rows of a labels CSV, checked: ``path`` and ``tags`` columns, at least one row."""
+    if not labels.is_file():
+        raise ConfigError(f"--labels {labels}: no such file (expected a CSV of path,tags)")
+    with open(labels, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        columns = reader.fieldnames or []
+    if not columns:
+        raise ConfigError(
+            f"--labels {labels}: the file is empty; expected a header `path,tags[,split]` and "
+            "one row per audio file"
+        )
+    missing = [name for name in ("path", "tags") if name not in columns]
+    if missing:
+        raise ConfigError(
+            f"--labels {labels}: no {' or '.join(missing)} column; expected a header "
+            f"`path,tags[,split]`, found {','.join(columns)}"
+        )
+    if not rows:
+        raise ConfigError(f"--labels {labels}: a header but no rows; expected one row per file")
+    return rows
+
+
+def folder_plan(
+    root: Path,
+    labels: Path,
+    sample_rate: int,
+    clip_seconds: float,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+) -> StorePlan:
+    """The files listed in ``labels`` under ``root``, cropped or padded to ``clip_seconds``."""
+    if not root.is_dir():
+        raise ConfigError(f"--root {root}: no such directory (expected a folder of audio files)")
+    if clip_seconds <= 0 or sample_rate <= 0:
+        raise ConfigError("--clip-seconds and --sample-rate must be positive")
+    rows = read_labels(labels)
+    for line, row in enumerate(rows, start=2):
+        if not row["path"] or not row["path"].lower().endswith(AUDIO_SUFFIXES):
+            raise ConfigError(
+                f"--labels {labels} line {line}: path {row['path']!r} is not a "
+                f"{'/'.join(AUDIO_SUFFIXES)} file"
+            )
+        if "split" in row and row["split"] not in SPLIT_NAMES:
+            raise ConfigError(
+                f"--labels {labels} line {line}: split {row['split']!r} is not train, val or test"
+            )
+    tag_lists = [[tag.strip() for tag in row["tags"].split(";") if tag.strip()] for row in rows]
+    tag_names = sorted({tag for tags in tag_lists for tag in tags})
+    if not tag_names:
+        raise ConfigError(f"--labels {labels}: no row has a tag; nothing to learn")
+    column = {tag: i for i, tag in enumerate(tag_names)}
+    if "split" in rows[0]:
+        splits, split_rule = [row["split"] for row in rows], "split column of the labels CSV"
+    else:
+        splits = seeded_split(len(rows), val_fraction, test_fraction, seed)
+        split_rule = f"seeded: val {val_fraction}, test {test_fraction}, seed {seed}"
+    clips = []
+    for row, tags, split in zip(rows, tag_lists, splits, strict=True):
+        vector = np.zeros(len(tag_names), np.uint8)
+        vector[[column[tag] for tag in tags]] = 1
+        clips.append(StoreClip(row["path"], root / row["path"], row["path"], split, vector))
+    meta = {
+        "source": "folder",
+        "root": str(root.resolve()),
+        "labels_file": str(labels.resolve()),
+        "tag_set": "tags of the labels CSV, alphabetical",
+        "split_rule": split_rule,
+        "dropped": {},
+    }
+    return StorePlan(clips, tag_names, sample_rate, round(clip_seconds * sample_rate), meta)

@@ -1,0 +1,154 @@
+"""Train/val/test splits: MTAT's published split rules and seeded splits for other data.
+
+MTAT's clips sit in 16 folders ("parts") ``0``-``f``; the split rules in use
+(``/work/shared/reference/mtat.md`` section 3) are:
+
+    dieleman     train 0-b, val c, test d-f; every clip kept
+    coursework   train 0-c, test d-f, no val; clips with no tag in the tag set dropped
+                 (the coursework's pickles hold only tagged clips: 16,963 + 4,392)
+    clean:DIR    the split files in DIR (``train``/``valid``/``test`` as ``.npy`` arrays of
+                 ``"<index>\\t<part>/<file>.mp3"`` or ``.txt`` lists of mp3 paths); clips in
+                 no file, or with no tag in the tag set, are dropped
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tagger.config import ConfigError
+
+PARTS = "0123456789abcdef"
+SPLIT_NAMES = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SplitRule:
+    """Which split each MTAT clip belongs to, by its part or by its path.
+
+    Attributes:
+        name: ``dieleman``, ``coursework`` or ``clean:DIR``.
+        drop_untagged: drop clips with no tag of the tag set (counted in the store's meta).
+        by_part: part (``0``-``f``) -> split, for rules defined by part.
+        by_path: mp3 path (``<part>/<file>.mp3``) -> split, for rules given as lists.
+    """
+
+    name: str
+    drop_untagged: bool
+    by_part: dict[str, str] = field(default_factory=dict)
+    by_path: dict[str, str] = field(default_factory=dict)
+
+    def split_of(self, mp3_path: str) -> str | None:
+        """The split of the clip at ``mp3_path`` (relative to the MTAT root), None if in none."""
+        if self.by_path:
+            return self.by_path.get(mp3_path)
+        return self.by_part.get(mp3_path.split("/", 1)[0])
+
+
+def _parts(first: str, last: str, split: str) -> dict[str, str]:
+    return {part: split for part in PARTS[PARTS.index(first) : PARTS.index(last) + 1]}
+
+
+def _read_split_file(path: Path) -> list[str]:
+    """mp3 paths listed in a ``clean`` split file (``.npy`` of ``index\\tpath`` or ``.txt``)."""
+    if path.suffix == ".npy":
+        try:
+            entries = np.load(path, allow_pickle=False).tolist()
+        except (ValueError, OSError) as error:
+            raise ConfigError(
+                f"{path}: cannot be read as a numpy array of strings ({error})"
+            ) from None
+        return [str(entry).split("\t")[-1].strip() for entry in entries]
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line.split("\t")[-1].strip() for line in lines if line.strip()]
+
+
+def _clean_rule(directory: Path) -> SplitRule:
+    if not directory.is_dir():
+        raise ConfigError(f"--split clean:{directory}: no such directory of split files")
+    by_path: dict[str, str] = {}
+    for split, stem in (("train", "train"), ("val", "valid"), ("test", "test")):
+        candidates = [directory / f"{stem}.npy", directory / f"{stem}.txt"]
+        found = [path for path in candidates if path.is_file()]
+        if not found:
+            raise ConfigError(
+                f"--split clean:{directory}: expected {stem}.npy or {stem}.txt in that directory"
+            )
+        for mp3_path in _read_split_file(found[0]):
+            if by_path.setdefault(mp3_path, split) != split:
+                raise ConfigError(
+                    f"{found[0]}: {mp3_path} is already in the {by_path[mp3_path]} split file; "
+                    "a clip can be in one split only"
+                )
+    return SplitRule(f"clean:{directory}", drop_untagged=True, by_path=by_path)
+
+
+def split_rule(spec: str) -> SplitRule:
+    """``dieleman``, ``coursework`` or ``clean:DIR`` -> the ``SplitRule``."""
+    if spec == "dieleman":
+        return SplitRule(
+            "dieleman",
+            drop_untagged=False,
+            by_part={**_parts("0", "b", "train"), "c": "val", **_parts("d", "f", "test")},
+        )
+    if spec == "coursework":
+        return SplitRule(
+            "coursework",
+            drop_untagged=True,
+            by_part={**_parts("0", "c", "train"), **_parts("d", "f", "test")},
+        )
+    if spec.startswith("clean:"):
+        return _clean_rule(Path(spec.removeprefix("clean:")))
+    raise ConfigError(f"--split {spec!r}: expected dieleman, coursework or clean:DIR")
+
+
+def seeded_split(n_items: int, val_fraction: float, test_fraction: float, seed: int) -> list[str]:
+    """A random train/val/test assignment of ``n_items`` that depends only on the seed.
+
+    The val and test sizes are ``round(fraction * n_items)``; the rest is train.
+    """
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ConfigError(
+            f"split fractions val={val_fraction}, test={test_fraction} must be >= 0 and sum "
+            "to less than 1"
+        )
+    order = np.random.default_rng(seed).permutation(n_items)
+    n_val, n_test = round(val_fraction * n_items), round(test_fraction * n_items)
+    splits = ["train"] * n_items
+    for position, item in enumerate(order.tolist()):
+        if position < n_val:
+            splits[item] = "val"
+        elif position < n_val + n_test:
+            splits[item] = "test"
+    return splits
+
+
+def carve_validation(
+    groups: list[str], val_parts: list[str] | None, val_fraction: float | None, seed: int
+) -> np.ndarray:
+    """Which training clips become validation clips: bool [clips].
+
+    Args:
+        groups: each clip's part (MTAT) or top folder, matched against ``val_parts``.
+        val_parts: these parts become validation (``data.val_parts``), or None.
+        val_fraction: this seeded fraction becomes validation (``data.val_fraction``), or None.
+        seed: seed of the fraction (``data.split_seed``).
+    """
+    if val_parts and val_fraction:
+        raise ConfigError("set data.val_parts or data.val_fraction, not both")
+    if val_parts:
+        wanted = {str(part) for part in val_parts}
+        mask = np.array([group in wanted for group in groups], dtype=bool)
+        if not mask.any():
+            raise ConfigError(
+                f"data.val_parts={sorted(wanted)}: no training clip is in these parts "
+                f"(the parts are {sorted(set(groups))})"
+            )
+        if mask.all():
+            raise ConfigError(f"data.val_parts={sorted(wanted)} would leave no training clip")
+        return mask
+    if val_fraction:
+        return np.array(seeded_split(len(groups), val_fraction, 0.0, seed)) == "val"
+    return np.zeros(len(groups), dtype=bool)

@@ -1,0 +1,181 @@
+"""``data=coursework``: the coursework's preprocessed MTAT copy, read in place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tagger.cli.train import train
+from tagger.config import ConfigError
+from tagger.data.clips import BadClipError
+from tagger.data.coursework import CourseworkDataModule
+from tagger.data.tagsets import MERGED50
+from tagger.module import TaggingModule
+from tests.conftest import compose_config
+from tests.fixtures_mtat import Coursework, write_coursework
+
+QUICK = [
+    "trainer.max_epochs=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "~callbacks.progress_bar",
+]
+LOADER = {"sample_rate": 12000, "n_subclips": 10, "subclip_len": 34950, "batch_size": 4}
+
+
+@pytest.fixture(scope="module")
+def coursework(tmp_path_factory: pytest.TempPathFactory) -> Coursework:
+    return write_coursework(tmp_path_factory.mktemp("coursework"))
+
+
+def test_trains_and_clips_reach_the_model_unchanged(
+    coursework: Coursework, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[str, dict[str, torch.Tensor]]] = []
+    shared_step = TaggingModule._shared_step
+
+    def recording_step(self: TaggingModule, batch: dict, stage: str) -> torch.Tensor:
+        seen.append((stage, {key: value.clone() for key, value in batch.items()}))
+        return shared_step(self, batch, stage)
+
+    monkeypatch.setattr(TaggingModule, "_shared_step", recording_step)
+    cfg = compose_config(
+        "train", tmp_path / "run", ["data=coursework", f"data.root={coursework.root}", *QUICK]
+    )
+    summary = train(cfg)
+
+    # train pickle: parts 0, 1, c (2 clips each), part c carved out for validation
+    assert (summary["train_clips"], summary["val_clips"], summary["test_clips"]) == (4, 2, 4)
+    assert summary["tag_names"] == list(MERGED50)
+    assert summary["dataset"]["validation"] == "part(s) c of train_labels.pkl"
+    tested = [batch for stage, batch in seen if stage == "test"]
+    assert sum(len(batch["index"]) for batch in tested) == 4
+    for batch in tested:
+        assert batch["audio"].shape[1:] == (10, 1, 34950)
+        for row, audio, labels in zip(batch["index"], batch["audio"], batch["labels"], strict=True):
+            clip = coursework.val.iloc[int(row)]
+            samples = np.load(coursework.root / "samples" / clip["file_path"])
+            np.testing.assert_array_equal(audio.numpy(), samples.reshape(10, 1, 34950))
+            np.testing.assert_array_equal(labels.numpy(), clip["label"].astype(np.float32))
+    trained = {stage for stage, _ in seen}
+    assert trained == {"train", "val", "test"}
+
+
+def test_validation_by_part_by_fraction_or_on_the_test_split(coursework: Coursework) -> None:
+    def sizes(**options: object) -> dict[str, int]:
+        return CourseworkDataModule(str(coursework.root), **options, **LOADER).split_sizes()
+
+    assert sizes(val_parts=["c"]) == {"train_clips": 4, "val_clips": 2, "test_clips": 4}
+    assert sizes(val_fraction=0.5, split_seed=3) == {
+        "train_clips": 3,
+        "val_clips": 3,
+        "test_clips": 4,
+    }
+    data = CourseworkDataModule(str(coursework.root), **LOADER)
+    assert data.split_sizes() == {"train_clips": 6, "val_clips": 4, "test_clips": 4}
+    assert data.splits["val"] is data.splits["test"]
+    assert data.describe()["validation"] == "the test split (val_labels.pkl), as in the coursework"
+
+
+def test_samples_stored_as_int16_or_as_10_rows_are_accepted(
+    coursework: Coursework, tmp_path: Path
+) -> None:
+    root = tmp_path / "copy"
+    copy = write_coursework(root, train_parts="0c", val_parts="d", per_part=1)
+    flat = np.load(root / "samples" / copy.train.iloc[0]["file_path"])
+    np.save(root / "samples" / copy.train.iloc[0]["file_path"], flat.astype(np.int16))
+    np.save(root / "samples" / copy.val.iloc[0]["file_path"], flat.reshape(10, 34950))
+    data = CourseworkDataModule(str(root), val_parts=["c"], **LOADER)
+    data.setup()
+    np.testing.assert_array_equal(data.splits["train"][0]["audio"].flatten(), flat)
+    np.testing.assert_array_equal(data.splits["test"][0]["audio"].flatten(), flat)
+
+
+def _copy(coursework: Coursework, root: Path) -> Path:
+    """A copy of the fixture's pickles whose file paths point into the fixture's samples."""
+    (root / "annotations").mkdir(parents=True)
+    (root / "samples").symlink_to(coursework.root / "samples")
+    coursework.train.to_pickle(root / "annotations" / "train_labels.pkl", protocol=4)
+    coursework.val.to_pickle(root / "annotations" / "val_labels.pkl", protocol=4)
+    return root
+
+
+def test_bad_pickles_are_named(coursework: Coursework, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"data.root=.*nowhere: no such directory"):
+        CourseworkDataModule(str(tmp_path / "nowhere"), **LOADER)
+
+    root = _copy(coursework, tmp_path / "columns")
+    renamed = coursework.train.rename(columns={"label": "labels"})
+    renamed.to_pickle(root / "annotations" / "train_labels.pkl", protocol=4)
+    with pytest.raises(ConfigError) as error:
+        CourseworkDataModule(str(root), **LOADER).setup()
+    assert "train_labels.pkl: expected a pandas DataFrame with columns file_path, label, part" in (
+        str(error.value)
+    )
+
+    root = _copy(coursework, tmp_path / "width")
+    narrow = coursework.val.copy()
+    narrow.at[narrow.index[1], "label"] = np.zeros(49)
+    narrow.to_pickle(root / "annotations" / "val_labels.pkl", protocol=4)
+    with pytest.raises(ConfigError) as error:
+        CourseworkDataModule(str(root), **LOADER).setup()
+    assert "val_labels.pkl row 1 (val/d/" in str(error.value)
+    assert "label has shape (49,); expected (50,), the merged50 tags" in str(error.value)
+
+    root = _copy(coursework, tmp_path / "missing")
+    moved = coursework.val.copy()
+    moved["file_path"] = moved["file_path"].str.replace("val/", "test/")
+    moved.to_pickle(root / "annotations" / "val_labels.pkl", protocol=4)
+    with pytest.raises(ConfigError, match=r"4 sample file\(s\) .* do not exist, e.g. .*test/d/"):
+        CourseworkDataModule(str(root), **LOADER).setup()
+
+
+@pytest.mark.parametrize(
+    ("samples", "message"),
+    [
+        (np.zeros(349_000, np.float32), "holds shape (349000,); expected 349,500 samples"),
+        (np.zeros(349_500, np.int64), "holds int64 samples; expected float32 or int16"),
+        (np.full(349_500, np.nan, np.float32), "has NaN or infinite samples"),
+    ],
+)
+def test_a_bad_sample_file_is_an_error_naming_the_clip(
+    coursework: Coursework, tmp_path: Path, samples: np.ndarray, message: str
+) -> None:
+    root = tmp_path / "copy"
+    copy = write_coursework(root, train_parts="0", val_parts="d", per_part=2)
+    bad = copy.train.iloc[1]["file_path"]
+    np.save(root / "samples" / bad, samples)
+    data = CourseworkDataModule(str(root), val_fraction=0.5, **LOADER)
+    data.setup()
+    clips = data.splits["train"].clip_ids + data.splits["val"].clip_ids
+    with pytest.raises(BadClipError) as error:
+        for split in ("train", "val"):
+            for _ in data.loader(split):
+                pass
+    assert f"clip {bad}" in str(error.value) and message in str(error.value)
+    assert bad in clips
+
+
+def test_training_stops_at_a_bad_sample(coursework: Coursework, tmp_path: Path) -> None:
+    root = tmp_path / "copy"
+    copy = write_coursework(root, train_parts="0c", val_parts="d", per_part=2)
+    bad = copy.train.iloc[0]["file_path"]
+    np.save(root / "samples" / bad, np.zeros(1000, np.float32))
+    cfg = compose_config(
+        "train", tmp_path / "run", ["data=coursework", f"data.root={root}", *QUICK]
+    )
+    with pytest.raises(BadClipError, match=f"clip {bad}: .* holds shape \\(1000,\\)"):
+        train(cfg)
+
+
+def test_labels_come_from_the_pickle_in_row_order(coursework: Coursework) -> None:
+    data = CourseworkDataModule(str(coursework.root), **LOADER)
+    data.setup()
+    test = data.splits["test"]
+    assert test.clip_ids == list(coursework.val["file_path"])
+    expected = np.stack(coursework.val["label"].to_list()).astype(np.float32)
+    np.testing.assert_array_equal(test.labels, expected)
+    assert list(coursework.val.index) == [6, 7, 8, 9]  # the val index continues after train

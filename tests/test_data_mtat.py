@@ -1,0 +1,175 @@
+"""``tagger prepare mtat``: the raw release (mp3 + annotations_final.csv) -> a clip store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile
+from scipy.signal import resample_poly
+
+from tagger.cli.prepare import prepare
+from tagger.config import ConfigError
+from tagger.data.store import ClipStore
+from tagger.data.tagsets import MERGED50, MTAT_COLUMNS, TOP50
+from tests.conftest import run_cli
+from tests.fixtures_mtat import CORRUPT_MP3, EMPTY_MP3, MISSING_MP3, RawMtat, write_raw_mtat
+
+#: merged50's synonym groups exactly as mtat.md writes them (first name is the merged tag).
+SPEC_SYNONYMS = """beat/beats; chant/chanting; choir/choral; classical/clasical/classic;
+drum/drums; electro/electronic/electronica/electric; fast/fast beat/quick;
+female/female singer/female singing/female vocals/female voice/woman/woman singing/women;
+flute/flutes; guitar/guitars; hard/hard rock; harpsichord/harpsicord;
+heavy/heavy metal/metal; horn/horns; india/indian; jazz/jazzy;
+male/male singer/male vocal/male vocals/male voice/man/man singing/men; no beat/no drums;
+no singer/no singing/no vocal/no vocals/no voice/no voices/instrumental; opera/operatic;
+orchestra/orchestral; quiet/silence; singer/singing; space/spacey; string/strings;
+synth/synthesizer; violin/violins; vocal/vocals/voice/voices; strange/weird"""
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory: pytest.TempPathFactory) -> RawMtat:
+    return write_raw_mtat(tmp_path_factory.mktemp("mtat"))
+
+
+def prepare_mtat(raw: RawMtat, out: Path, *args: str) -> ClipStore:
+    prepare(["mtat", "--root", str(raw.root), "--out", str(out), "--workers", "0", *args])
+    return ClipStore(out)
+
+
+def expected_labels(csv: pd.DataFrame, tag_set: str) -> np.ndarray:
+    """The tag set's labels computed from the CSV with pandas and the spec's synonym text."""
+    if tag_set == "top50":
+        return csv[list(TOP50)].to_numpy()
+    groups = {g.split("/")[0]: g.split("/") for g in SPEC_SYNONYMS.replace("\n", " ").split("; ")}
+    return np.stack([csv[groups.get(tag, [tag])].max(axis=1) for tag in MERGED50], axis=1)
+
+
+@pytest.mark.parametrize("tag_set", ["top50", "merged50"])
+def test_labels_match_the_csv(raw: RawMtat, tmp_path: Path, tag_set: str) -> None:
+    store = prepare_mtat(raw, tmp_path / "store", "--tags", tag_set)
+    csv = pd.read_csv(raw.root / "annotations_final.csv", sep="\t").set_index("mp3_path")
+    assert list(csv.columns[1:]) == list(MTAT_COLUMNS)
+    assert store.tag_names == list(TOP50 if tag_set == "top50" else MERGED50)
+    expected = expected_labels(csv.loc[store.source_paths], tag_set)
+    np.testing.assert_array_equal(store.labels, expected)
+    assert store.clip_ids == [str(i) for i in csv.loc[store.source_paths, "clip_id"]]
+
+
+def test_audio_matches_a_direct_decode(raw: RawMtat, tmp_path: Path) -> None:
+    store = prepare_mtat(raw, tmp_path / "store", "--sample-rate", "12000")
+    assert store.sample_rate == 12000 and store.clip_samples == 349_500  # 29.125 s
+    audio = store.memmap()
+    for row, path in enumerate(store.source_paths):
+        direct, rate = soundfile.read(raw.root / path, dtype="float64")
+        assert rate == 16000
+        direct = resample_poly(direct, 3, 4)  # 16 -> 12 kHz, another resampler than soxr
+        n = len(direct) - 50
+        stored = audio[row, :n] / 32768
+        assert np.corrcoef(stored, direct[:n])[0, 1] > 0.99, path
+        assert not audio[row, len(direct) + 10 :].any()  # zero padding to 29.125 s
+
+
+def test_splits_follow_the_parts_and_the_report_lists_the_bad_clips(
+    raw: RawMtat, tmp_path: Path
+) -> None:
+    dieleman = prepare_mtat(raw, tmp_path / "dieleman", "--split", "dieleman")
+    parts = np.array([path[0] for path in dieleman.source_paths])
+    assert set(parts[dieleman.splits == "train"]) == {"0", "5", "b"}
+    assert set(parts[dieleman.splits == "val"]) == {"c"}
+    assert set(parts[dieleman.splits == "test"]) == {"d", "f"}
+    good = [path for path in raw.paths if path not in raw.bad]
+    assert dieleman.source_paths == good  # every good clip kept, the untagged one too
+
+    meta = dieleman.meta
+    reasons = {skip["path"]: skip["reason"] for skip in meta["skipped"]}
+    assert set(reasons) == {EMPTY_MP3, CORRUPT_MP3, MISSING_MP3}
+    assert reasons[EMPTY_MP3].startswith("empty")
+    assert reasons[CORRUPT_MP3].startswith("unreadable")
+    assert reasons[MISSING_MP3].startswith("missing")
+    assert meta["counts"] == {"train": 6, "val": 2, "test": 4}
+    assert meta["split_rule"] == "dieleman" and meta["tag_set"] == "top50"
+    assert meta["sample_rate"] == 16000 and meta["format_version"] == 1
+
+    coursework = prepare_mtat(raw, tmp_path / "cw", "--split", "coursework", "--tags", "merged50")
+    parts = np.array([path[0] for path in coursework.source_paths])
+    assert set(parts[coursework.splits == "train"]) == {"0", "5", "b", "c"}
+    assert set(parts[coursework.splits == "test"]) == {"d", "f"}
+    assert "val" not in set(coursework.splits)
+    assert coursework.labels.any(axis=1).all()  # the coursework keeps tagged clips only
+    dropped = len(good) - len(coursework.source_paths)
+    assert dropped >= 1 and coursework.meta["dropped"]["no_tag_in_set"] == dropped
+    assert raw.paths[0] not in coursework.source_paths  # the fixture's untagged clip
+
+
+def test_clean_split_files(raw: RawMtat, tmp_path: Path) -> None:
+    good = [path for path in raw.paths if path not in raw.bad]
+    lists = {"train": good[:5], "valid": good[5:7], "test": good[7:]}
+    for name, paths in lists.items():  # the published format: "<index>\t<part>/<file>.mp3"
+        np.save(tmp_path / f"{name}.npy", np.array([f"{i}\t{p}" for i, p in enumerate(paths)]))
+    store = prepare_mtat(raw, tmp_path / "store", "--split", f"clean:{tmp_path}")
+    csv = pd.read_csv(raw.root / "annotations_final.csv", sep="\t").set_index("mp3_path")
+    tagged = set(csv.index[csv[list(TOP50)].any(axis=1)])
+    for split, name in (("train", "train"), ("val", "valid"), ("test", "test")):
+        stored = [p for p, s in zip(store.source_paths, store.splits, strict=True) if s == split]
+        assert stored == [path for path in lists[name] if path in tagged]
+    untagged = [path for path in good if path not in tagged]
+    assert store.meta["dropped"] == {"no_tag_in_set": len(untagged), "in_no_split": 3}
+
+
+def test_a_tag_set_file_merges_synonyms(raw: RawMtat, tmp_path: Path) -> None:
+    tags = tmp_path / "tags.txt"
+    tags.write_text("# two tags\nguitar\nclassical/clasical/classic\n")
+    store = prepare_mtat(raw, tmp_path / "store", "--tags", str(tags))
+    csv = pd.read_csv(raw.root / "annotations_final.csv", sep="\t").set_index("mp3_path")
+    rows = csv.loc[store.source_paths]
+    assert store.tag_names == ["guitar", "classical"]
+    np.testing.assert_array_equal(store.labels[:, 0], rows["guitar"])
+    classical = rows[["classical", "clasical", "classic"]].max(axis=1)
+    np.testing.assert_array_equal(store.labels[:, 1], classical)
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "message"),
+    [
+        ("tags", ["--tags", "{tmp}/tags.txt"], "tag 'gutiar' is not one of the 188 columns"),
+        ("nothing", ["--root", "{tmp}/nowhere"], "--root {tmp}/nowhere: no such directory"),
+        ("header", [], "annotations_final.csv: expected a tab-separated header"),
+        ("nothing", ["--split", "parts"], "--split 'parts': expected dieleman, coursework"),
+    ],
+)
+def test_bad_input_is_named(
+    raw: RawMtat, tmp_path: Path, setup: str, args: list[str], message: str
+) -> None:
+    root = raw.root
+    if setup == "tags":
+        (tmp_path / "tags.txt").write_text("guitar\ngutiar\n")
+    if setup == "header":  # a comma-separated copy of the CSV
+        root = tmp_path / "commas"
+        root.mkdir()
+        csv = pd.read_csv(raw.root / "annotations_final.csv", sep="\t")
+        csv.to_csv(root / "annotations_final.csv", index=False)
+    argv = ["mtat", "--root", str(root), "--out", str(tmp_path / "store"), "--workers", "0"]
+    with pytest.raises(ConfigError) as error:
+        prepare(argv + [arg.format(tmp=tmp_path) for arg in args])
+    assert message.format(tmp=tmp_path) in str(error.value)
+    assert not (tmp_path / "store").exists()
+
+
+def test_cli_decodes_on_two_cores_and_refuses_to_overwrite(raw: RawMtat, tmp_path: Path) -> None:
+    args = ["-m", "tagger.cli.prepare", "mtat", "--root", str(raw.root)]
+    args += ["--out", str(tmp_path / "store"), "--workers", "2"]
+    done = run_cli(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"skipped {EMPTY_MP3}: empty" in done.stdout
+    assert "100%" in done.stderr  # the progress bar
+    meta = json.loads((tmp_path / "store" / "meta.json").read_text())
+    assert meta["clips"] == len(raw.paths) - 3
+
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 2
+    assert "is already a finished clip store; delete it or choose another --out" in again.stderr
+    assert json.loads((tmp_path / "store" / "meta.json").read_text()) == meta
