@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -80,6 +81,17 @@ def bounded_dirname(name: str, limit: int = 160) -> str:
         return name
     digest = hashlib.sha1(name.encode()).hexdigest()[:8]
     return f"{name[: limit - 10]}~{digest}"
+
+
+def run_hydra_entry(hydra_main: Callable[[], object]) -> None:
+    """Run a ``@hydra.main`` function from the command line: quote path values, refuse
+    unknown config group names in one line, then hand over to Hydra."""
+    sys.argv[1:] = quote_path_values(sys.argv[1:])
+    try:
+        check_group_choices(sys.argv[1:])
+    except ConfigError as error:
+        exit_on_config_error(error)
+    hydra_main()
 
 
 def register_resolvers() -> None:

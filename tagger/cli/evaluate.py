@@ -10,7 +10,6 @@ raw-audio models, ``filter_spectra.png`` and ``filters.png``.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,10 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 from tagger.config import (
     CONFIG_DIR,
     ConfigError,
-    check_group_choices,
     exit_on_config_error,
-    quote_path_values,
     register_resolvers,
+    run_hydra_entry,
 )
 from tagger.data.datamodule import ClipDataModule
 from tagger.figures import (
@@ -154,13 +152,8 @@ def hydra_main(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    """``python eval.py [overrides]``: quote path values, check group names, run."""
-    sys.argv[1:] = quote_path_values(sys.argv[1:])
-    try:
-        check_group_choices(sys.argv[1:])
-    except ConfigError as error:
-        exit_on_config_error(error)
-    hydra_main()
+    """``python eval.py [overrides]``."""
+    run_hydra_entry(hydra_main)
 
 
 register_resolvers()

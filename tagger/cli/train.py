@@ -22,12 +22,10 @@ from omegaconf import DictConfig, OmegaConf
 from tagger.callbacks import StoreRunConfig
 from tagger.config import (
     CONFIG_DIR,
-    ConfigError,
-    check_group_choices,
     exit_on_config_error,
     find_config_error,
-    quote_path_values,
     register_resolvers,
+    run_hydra_entry,
 )
 from tagger.data.datamodule import ClipDataModule
 from tagger.module import TaggingModule
@@ -46,12 +44,21 @@ def _floats(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in sorted(metrics.items())}
 
 
-def _checkpoint_in_place(cfg: DictConfig) -> None:
-    """When resuming, keep saving checkpoints in the folder of the one resumed from.
+def _resolve_checkpoint(cfg: DictConfig) -> None:
+    """Settle ``ckpt_path`` and keep saving checkpoints in the folder of the one resumed from.
 
+    ``ckpt_path=auto`` is this run directory's own ``checkpoints/last.ckpt`` when there is
+    one (a restarted command with the same ``hydra.run.dir``), else a fresh start.
     Lightning restores the best score and the best/last paths only when the checkpoint
     folder is unchanged; in a new folder the resumed run would forget its best epoch.
     """
+    if cfg.get("ckpt_path") == "auto":
+        last = Path(cfg.paths.checkpoint_dir) / "last.ckpt"
+        cfg.ckpt_path = str(last) if last.is_file() else None
+        log.info(
+            "ckpt_path=auto: %s",
+            f"resuming from {last}" if last.is_file() else "no checkpoint yet, starting",
+        )
     if cfg.get("ckpt_path"):
         cfg.paths.checkpoint_dir = str(Path(cfg.ckpt_path).resolve().parent)
 
@@ -75,7 +82,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, validate and (optionally) test with a composed config; return the summary
     that is also written to ``<run dir>/metrics.json``."""
     started = time.time()
-    _checkpoint_in_place(cfg)
+    _resolve_checkpoint(cfg)
     run_config = OmegaConf.to_container(cfg, resolve=True)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -191,13 +198,8 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    """``python train.py [overrides]``: quote path values, check group names, run."""
-    sys.argv[1:] = quote_path_values(sys.argv[1:])
-    try:
-        check_group_choices(sys.argv[1:])
-    except ConfigError as error:
-        exit_on_config_error(error)
-    hydra_main()
+    """``python train.py [overrides]``."""
+    run_hydra_entry(hydra_main)
 
 
 register_resolvers()
