@@ -70,8 +70,9 @@ class EpochTagScores(Metric):
     def __init__(self, num_tags: int) -> None:
         super().__init__()
         self.num_tags = num_tags
-        self.add_state("scores", default=[], dist_reduce_fx="cat")
-        self.add_state("targets", default=[], dist_reduce_fx="cat")
+        # persistent: a checkpoint taken mid-epoch holds the epoch's scores so far
+        self.add_state("scores", default=[], dist_reduce_fx="cat", persistent=True)
+        self.add_state("targets", default=[], dist_reduce_fx="cat", persistent=True)
 
     def update(self, scores: Tensor, targets: Tensor) -> None:
         """Add a batch: scores [B, K] (probabilities or logits), targets [B, K] in {0, 1}."""

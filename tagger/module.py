@@ -158,6 +158,10 @@ class TaggingModule(LightningModule):
                 sync_dist=True,
             )
 
+    def on_train_epoch_start(self) -> None:
+        # a fresh epoch (not one resumed mid-way) starts without scores from a checkpoint
+        self.train_scores.reset()
+
     def on_train_epoch_end(self) -> None:
         self._log_epoch_scores("train")
 

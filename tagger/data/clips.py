@@ -101,6 +101,21 @@ class ClipDataset(Dataset):
         return self.item(index, samples)
 
 
+def collate_clips(items: list[dict[str, torch.Tensor | int]]) -> dict[str, torch.Tensor]:
+    """Items of ``ClipDataset``/``RandomWindows`` -> a batch: ``audio`` [B, windows, 1, T],
+    ``labels`` [B, num_tags], ``index`` int64 [B].
+
+    Stacks with numpy, a single-threaded copy: ``torch.stack`` (the default collate) splits
+    the copy over the intra-op threads and, on a CPU busy with the training step, took 10x
+    longer (75 ms vs 8 ms for a batch of 10 MTAT-sized clips on 2 cores).
+    """
+    return {
+        "audio": torch.from_numpy(np.stack([item["audio"].numpy() for item in items])),
+        "labels": torch.from_numpy(np.stack([item["labels"].numpy() for item in items])),
+        "index": torch.tensor([item["index"] for item in items], dtype=torch.int64),
+    }
+
+
 class RandomWindows(Dataset):
     """Training view of a ``ClipDataset``: ``n_windows`` windows at random offsets per clip.
 
@@ -133,7 +148,8 @@ class EpochShuffleSampler(Sampler):
     """A random permutation that depends only on (seed, epoch).
 
     Lightning calls ``set_epoch`` before every training epoch, so the order of epoch e
-    is the same in an uninterrupted run and in one resumed from a checkpoint. With
+    is the same in an uninterrupted run and in one resumed from a checkpoint. A run
+    resumed mid-epoch calls ``resume`` so that epoch goes on from where it stopped. With
     ``with_epoch`` it yields ``(index, epoch)`` keys (for ``RandomWindows``).
     """
 
@@ -142,16 +158,28 @@ class EpochShuffleSampler(Sampler):
         self.seed = seed
         self.with_epoch = with_epoch
         self.epoch = 0
+        self._resume_at: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def resume(self, epoch: int, position: int) -> None:
+        """Start epoch ``epoch`` at item ``position`` of its order (once; other epochs whole)."""
+        self._resume_at = (epoch, position)
+
+    def order(self, epoch: int) -> torch.Tensor:
+        """The item order of ``epoch``: int64 [num_items], a permutation of 0..num_items-1."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.num_items, generator=generator)
 
     def __len__(self) -> int:
         return self.num_items
 
     def __iter__(self) -> Iterator[int | tuple[int, int]]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(self.num_items, generator=generator).tolist()
+        order = self.order(self.epoch).tolist()
+        if self._resume_at is not None and self._resume_at[0] == self.epoch:
+            order = order[self._resume_at[1] :]
+            self._resume_at = None
         if self.with_epoch:
             return iter([(index, self.epoch) for index in order])
         return iter(order)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from abc import abstractmethod
 from typing import Any
 
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 
-from tagger.data.clips import ClipDataset, EpochShuffleSampler, RandomWindows
+from tagger.data.clips import ClipDataset, EpochShuffleSampler, RandomWindows, collate_clips
+
+log = logging.getLogger(__name__)
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -55,6 +58,7 @@ class ClipDataModule(LightningDataModule):
         self.random_windows = random_windows
         self.train_subclips = train_subclips or n_subclips
         self.splits: dict[str, ClipDataset] = {}
+        self._resume_at: dict[str, int] = {}
 
     @property
     @abstractmethod
@@ -92,13 +96,40 @@ class ClipDataModule(LightningDataModule):
             dataset,
             batch_size=self.batch_size,
             sampler=sampler,
+            collate_fn=collate_clips,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 
+    def state_dict(self) -> dict[str, int]:
+        """Saved in every checkpoint: the training epoch and the batches of it already done."""
+        if self.trainer is None:
+            return {}
+        return {
+            "epoch": self.trainer.current_epoch,
+            "batches": self.trainer.fit_loop.epoch_loop.batch_progress.current.processed,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """Called by Lightning on resume, before ``train_dataloader``."""
+        self._resume_at = dict(state_dict)
+
+    def _resume(self, sampler: EpochShuffleSampler) -> None:
+        """Make a run resumed mid-epoch skip the clips the interrupted run already trained on."""
+        if not self._resume_at.get("batches"):
+            return
+        if self.trainer is not None and self.trainer.world_size > 1:
+            log.warning(
+                "resumed with %d processes: the epoch's data starts over", self.trainer.world_size
+            )
+            return
+        sampler.resume(self._resume_at["epoch"], self._resume_at["batches"] * self.batch_size)
+        self._resume_at = {}
+
     def train_dataloader(self) -> DataLoader:
         train = self.splits["train"]
         sampler = EpochShuffleSampler(len(train), self.shuffle_seed, with_epoch=self.random_windows)
+        self._resume(sampler)
         if self.random_windows:
             return self._loader(
                 RandomWindows(train, self.train_subclips, self.shuffle_seed), sampler
