@@ -1,0 +1,236 @@
+"""Training throughput three ways, in one process so their ratios hold on a noisy machine.
+
+(a) ``step``: the model's training step alone (forward, loss, backward, optimizer step)
+    on a batch already in memory on the device: the limit set by the arithmetic.
+(b) ``framework``: the full training loop, Lightning ``Trainer`` over ``StoreDataModule``,
+    configured as ``train.py`` configures it (loggers, progress bar, step timer; no validation).
+(c) ``coursework``: a ``Dataset`` over one float32 ``.npy`` file per clip, ``DataLoader``
+    batches, and the same step as (a) in a plain loop.
+
+All three time the same number of batches after a warm-up, excluding start-up.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning import Callback, LightningModule, Trainer
+from omegaconf import DictConfig, open_dict
+from torch import Tensor
+from torch.utils.data import DataLoader, RandomSampler
+
+from tagger.aggregation import clip_loss
+from tagger.config import CONFIG_DIR, register_resolvers
+from tagger.data.clips import ClipDataset
+from tagger.data.coursework import CLIP_SAMPLES, NpyClipFiles
+from tagger.data.store import StoreClip, StorePlan, StoreWriter
+from tagger.module import TaggingModule
+
+#: clips in an MTAT training epoch (the coursework split)
+MTAT_EPOCH_CLIPS = 16_963
+SAMPLE_RATE = 12_000
+NUM_TAGS = 50
+VAL_CLIPS = 10
+#: callbacks of conf/callbacks/default.yaml that need validation, which (b) leaves out
+NEEDS_VAL = ("early_stopping", "model_checkpoint")
+
+
+@dataclass
+class Throughput:
+    """One way of training: clips per second and the peak memory after it, in MiB."""
+
+    name: str
+    clips_per_s: float
+    peak_mib: float
+
+    @property
+    def epoch_s(self) -> float:
+        """Seconds per MTAT-sized training epoch at this rate."""
+        return MTAT_EPOCH_CLIPS / self.clips_per_s
+
+
+def write_clips(directory: Path, n_clips: int, npy: bool = True) -> Path:
+    """``n_clips`` random MTAT-sized clips (349,500 int16-scale samples, 29.1 s at 12 kHz) as
+    a store ``directory/store`` and, with ``npy``, as float32 files ``directory/npy/*.npy``.
+    The last ``VAL_CLIPS`` are the store's val split. Returns the store's path."""
+    rng = np.random.default_rng(0)
+    labels = (rng.random((n_clips, NUM_TAGS)) < 0.1).astype(np.uint8)
+    names = [f"clip_{i:05d}.npy" for i in range(n_clips)]
+    clips = [
+        StoreClip(name, Path(name), name, "val" if i >= n_clips - VAL_CLIPS else "train", labels[i])
+        for i, name in enumerate(names)
+    ]
+    plan = StorePlan(
+        clips,
+        [f"tag{k}" for k in range(NUM_TAGS)],
+        SAMPLE_RATE,
+        CLIP_SAMPLES,
+        {"source": "bench"},
+    )
+    writer = StoreWriter(directory / "store", plan)
+    (directory / "npy").mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        clip = rng.integers(-20_000, 20_000, CLIP_SAMPLES, dtype=np.int16)
+        writer.add(i, clip)
+        if npy:
+            np.save(directory / "npy" / name, clip.astype(np.float32))
+    np.save(directory / "labels.npy", labels)
+    return writer.finish()
+
+
+def bench_config(store: Path, run_dir: Path, overrides: list[str]) -> DictConfig:
+    """The ``train.py`` config for training on ``store``, as Hydra composes it."""
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=["data=store", f"data.path={store}", *overrides],
+            return_hydra_config=True,
+        )
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)
+        del cfg.hydra
+    return cfg
+
+
+def _peak_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def step_function(module: TaggingModule) -> Callable[[Tensor, Tensor], None]:
+    """One plain training step: audio [B, n_subclips, 1, T] and labels [B, K] on the device."""
+    optimizer = module.configure_optimizers()["optimizer"]
+    aggregation = module.hparams.aggregation
+
+    def step(audio: Tensor, labels: Tensor) -> None:
+        loss = clip_loss(module(audio), labels, aggregation)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def time_batches(batches: Any, step: Callable[..., None], warmup: int, steps: int,
+                 device: torch.device) -> float:  # fmt: skip
+    """Seconds for ``steps`` calls of ``step`` on ``batches`` after ``warmup`` untimed ones."""
+    iterator = iter(batches)
+    for _ in range(warmup):
+        step(*next(iterator))
+    _sync(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step(*next(iterator))
+    _sync(device)
+    return time.perf_counter() - started
+
+
+class _StepClock(Callback):
+    """Times training steps ``warmup`` .. ``warmup + steps - 1``, batch loading included."""
+
+    def __init__(self, warmup: int, device: torch.device) -> None:
+        self.warmup = warmup
+        self.device = device
+        self.started = 0.0
+        self.seconds = 0.0
+
+    def on_train_batch_start(self, trainer: Trainer, module: LightningModule, *_: Any) -> None:
+        if trainer.global_step == self.warmup:
+            _sync(self.device)
+            self.started = time.perf_counter()
+
+    def on_train_end(self, trainer: Trainer, module: LightningModule) -> None:
+        _sync(self.device)
+        self.seconds = time.perf_counter() - self.started
+
+
+def bench_step(cfg: DictConfig, device: torch.device, warmup: int, steps: int) -> Throughput:
+    """(a): the same batch, already on the device, ``steps`` times."""
+    datamodule = instantiate(cfg.data)
+    module = _module(cfg, datamodule.tag_names).to(device).train()
+    batch = next(iter(datamodule.loader("train")))
+    audio, labels = batch["audio"].to(device), batch["labels"].to(device)
+    seconds = time_batches(iter(lambda: (audio, labels), None), step_function(module),
+                           warmup, steps, device)  # fmt: skip
+    return Throughput("(a) model step alone", steps * len(labels) / seconds, _peak_mib(device))
+
+
+def bench_framework(cfg: DictConfig, device: torch.device, warmup: int, steps: int) -> Throughput:
+    """(b): ``Trainer.fit`` for ``warmup + steps`` steps over the store, as ``train.py`` runs."""
+    from tagger.cli.train import _instantiate_all
+
+    datamodule = instantiate(cfg.data)
+    module = _module(cfg, datamodule.tag_names)
+    clock = _StepClock(warmup, device)
+    callbacks = {k: v for k, v in (cfg.get("callbacks") or {}).items() if k not in NEEDS_VAL}
+    trainer: Trainer = instantiate(
+        cfg.trainer,
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        max_steps=warmup + steps,
+        max_epochs=-1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[*_instantiate_all(callbacks), clock],
+        logger=_instantiate_all(cfg.get("logger")) or False,
+    )
+    trainer.fit(module, datamodule=datamodule)
+    batch = cfg.data.batch_size
+    return Throughput("(b) framework loop", steps * batch / clock.seconds, _peak_mib(device))
+
+
+def bench_coursework(cfg: DictConfig, npy_dir: Path, device: torch.device, warmup: int,
+                     steps: int) -> Throughput:  # fmt: skip
+    """(c): a Dataset over separate float32 .npy files, shuffled DataLoader batches of 10."""
+    paths = sorted(npy_dir.glob("*.npy"))
+    labels = np.load(npy_dir.parent / "labels.npy")
+    dataset = ClipDataset(
+        NpyClipFiles(paths, [p.name for p in paths]),
+        labels,
+        [p.name for p in paths],
+        cfg.data.n_subclips,
+        cfg.data.subclip_len,
+    )
+    loader = DataLoader(dataset, batch_size=10, sampler=RandomSampler(dataset))
+    module = _module(cfg, [f"tag{k}" for k in range(labels.shape[1])]).to(device).train()
+    step = step_function(module)
+
+    def moved() -> Any:  # epoch after epoch, as many batches as asked for
+        while True:
+            for batch in loader:
+                yield batch["audio"].to(device), batch["labels"].to(device)
+
+    seconds = time_batches(moved(), step, warmup, steps, device)
+    return Throughput("(c) coursework loop", steps * 10 / seconds, _peak_mib(device))
+
+
+def _module(cfg: DictConfig, tag_names: list[str]) -> TaggingModule:
+    return instantiate(
+        cfg.model,
+        optimizer=cfg.optimizer,
+        scheduler=cfg.get("scheduler"),
+        tag_names=tag_names,
+        _recursive_=False,
+    )

@@ -1,0 +1,108 @@
+"""``tagger bench``: training throughput of a model three ways, and their ratios.
+
+    tagger bench [--model baseline] [--stride 256] [--device cpu|cuda] [--clips 2000]
+                 [--store STORE] [--steps 50] [--warmup 5] [--dir DIR] [overrides ...]
+
+Writes ``--clips`` random MTAT-sized clips (29.1 s at 12 kHz) as a clip store and as
+float32 .npy files in a temporary folder (deleted afterwards), or reads ``--store`` and
+writes only the .npy copies, then prints clips/s, seconds per MTAT-sized epoch (16,963
+clips) and peak memory for (a) the model step alone, (b) the framework's training loop
+and (c) the coursework's loop. Extra arguments are ``train.py`` overrides, e.g.
+``data.batch_size=64`` or ``data.num_workers=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+from tagger.bench import (
+    MTAT_EPOCH_CLIPS,
+    Throughput,
+    bench_config,
+    bench_coursework,
+    bench_framework,
+    bench_step,
+    write_clips,
+)
+from tagger.data.store import ClipStore
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="tagger bench", description=__doc__.split("\n\n")[0])
+    main.add_argument("--model", default="baseline", help="a conf/model name")
+    main.add_argument("--stride", type=int, default=256, help="first-layer stride = length")
+    main.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    main.add_argument("--clips", type=int, default=2000, help="clips to generate")
+    main.add_argument("--store", type=Path, help="an existing store instead of generated clips")
+    main.add_argument("--steps", type=int, default=50, help="timed batches per way")
+    main.add_argument("--warmup", type=int, default=5, help="untimed batches first")
+    main.add_argument("--dir", type=Path, help="where to write the clips (default: a temp dir)")
+    main.add_argument("overrides", nargs="*", help="train.py overrides")
+    return main
+
+
+def _npy_copies(store: Path, out: Path, n_clips: int) -> None:
+    """The first ``n_clips`` clips of ``store`` as float32 .npy files (for the coursework way)."""
+    clips = ClipStore(store)
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(n_clips):
+        np.save(out / f"clip_{i:05d}.npy", np.asarray(clips.audio[i], np.float32))
+    np.save(out.parent / "labels.npy", clips.labels[:n_clips])
+
+
+def report(results: list[Throughput]) -> str:
+    """The table and the ratios, as printed."""
+    step, framework, coursework = results
+    lines = [f"{'':<24}{'clips/s':>10}{'s/epoch':>10}{'peak MiB':>10}"]
+    lines += [
+        f"{r.name:<24}{r.clips_per_s:>10.1f}{r.epoch_s:>10.1f}{r.peak_mib:>10.0f}" for r in results
+    ]
+    lines += [
+        f"(b)/(a) = {framework.clips_per_s / step.clips_per_s:.0%}   "
+        f"(c)/(a) = {coursework.clips_per_s / step.clips_per_s:.0%}   "
+        f"(b)/(c) = {framework.clips_per_s / coursework.clips_per_s:.2f}x",
+        f"(s/epoch: an MTAT-sized epoch of {MTAT_EPOCH_CLIPS:,} clips)",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    args = parser().parse_args()
+    logging.getLogger("lightning").setLevel(logging.WARNING)
+    device = torch.device(args.device)
+    work = args.dir or Path(tempfile.mkdtemp(prefix="tagger-bench-"))
+    try:
+        needed = (args.warmup + args.steps) * 10
+        if args.store:
+            store = args.store
+            _npy_copies(store, work / "npy", min(needed, ClipStore(store).audio.shape[0]))
+        else:
+            store = write_clips(work, args.clips)
+        cfg = bench_config(
+            store,
+            work / "run",
+            [f"model={args.model}", f"stride={args.stride}", "data.n_subclips=10",
+             *args.overrides],
+        )  # fmt: skip
+        print(f"{args.model} {args.stride}/{args.stride}, batch {cfg.data.batch_size}, "
+              f"{args.steps} timed steps, device {device}, store {store}")  # fmt: skip
+        results = []
+        for run in (
+            lambda: bench_step(cfg, device, args.warmup, args.steps),
+            lambda: bench_framework(cfg, device, args.warmup, args.steps),
+            lambda: bench_coursework(cfg, work / "npy", device, args.warmup, args.steps),
+        ):
+            L.seed_everything(cfg.seed, verbose=False)
+            results.append(run())
+        print(report(results))
+    finally:
+        if not args.dir:
+            shutil.rmtree(work, ignore_errors=True)
