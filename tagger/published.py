@@ -62,6 +62,17 @@ def published_auc(config: dict[str, Any], dataset: dict[str, Any]) -> tuple[floa
         return REPLICATION_TABLE1[geometry][1], "replication paper, Table I"
     if protocol == ("top50", "dieleman") and geometry in DIELEMAN_TABLE1:
         spectrogram, raw = DIELEMAN_TABLE1[geometry]
+        net = config.get("model", {}).get("net", {})
+        nonlinearity = net.get("nonlinearity", "relu")
+        pooling = (net.get("feature_pool", "none"), net.get("feature_pool_size", 1))
+        if model == "dielemancnn" and (nonlinearity != "relu" or pooling[0] != "none"):
+            if geometry != (1024, 1024) or (nonlinearity != "relu" and pooling[0] != "none"):
+                return None  # the ablations were run one at a time, at 1024/1024 only
+            if nonlinearity != "relu":
+                return DIELEMAN_NONLINEARITY[nonlinearity], "Dieleman & Schrauwen 2014, Table 2"
+            if pooling in DIELEMAN_POOLING:
+                return DIELEMAN_POOLING[pooling], "Dieleman & Schrauwen 2014, Table 3"
+            return None
         if model == "dielemancnn":
             return raw, "Dieleman & Schrauwen 2014, Table 1 (raw audio)"
         if "spectrogram" in model:

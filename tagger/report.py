@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,13 +46,18 @@ class Job:
         )
 
 
+def _natural_key(path: Path) -> list[int | str]:
+    """Sort key that puts job 2 before job 10 (numbers compared as numbers)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+
+
 def find_jobs(roots: list[Path]) -> list[Job]:
     """Every training job under ``roots`` (sweep directories, run directories, or parents)."""
     jobs = []
     for root in roots:
         if not root.is_dir():
             raise FileNotFoundError(f"{root} is not a directory (pass sweep or run directories)")
-        for hydra_dir in sorted(root.rglob(".hydra")):
+        for hydra_dir in sorted(root.rglob(".hydra"), key=_natural_key):
             job_dir = hydra_dir.parent
             config = OmegaConf.load(hydra_dir / "config.yaml")
             if config.get("task_name") != "train":

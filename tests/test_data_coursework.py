@@ -51,6 +51,11 @@ def test_trains_and_clips_reach_the_model_unchanged(
     assert (summary["train_clips"], summary["val_clips"], summary["test_clips"]) == (4, 2, 4)
     assert summary["tag_names"] == list(MERGED50)
     assert summary["dataset"]["validation"] == "part(s) c of train_labels.pkl"
+    # the protocol tagger report matches published figures on
+    assert (summary["dataset"]["tag_set"], summary["dataset"]["split"]) == (
+        "merged50",
+        "coursework",
+    )
     tested = [batch for stage, batch in seen if stage == "test"]
     assert sum(len(batch["index"]) for batch in tested) == 4
     for batch in tested:

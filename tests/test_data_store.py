@@ -164,6 +164,7 @@ def test_a_store_without_val_split_carves_one(tmp_path: Path) -> None:
         store.source_paths[store.clip_ids.index(i)] for i in by_part.splits["val"].clip_ids
     ]
     assert all(path.startswith("c/") for path in val_paths)
+    assert by_part.describe()["split"] == "coursework"  # what tagger report matches on
     on_test = StoreDataModule(str(out), **loader)
     assert on_test.split_sizes()["val_clips"] == counts["test"]
     with pytest.raises(ConfigError, match=r"data\.sample_rate=16000, but the store"):

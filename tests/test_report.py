@@ -83,3 +83,28 @@ def test_published_figures_follow_the_protocol() -> None:
     assert published_auc(config, {**mtat, "real_music": False}) is None
     adamw = {**config, "optimizer": {"_target_": "torch.optim.AdamW"}}
     assert published_auc(adamw, mtat) is None  # the paper gives no AdamW table
+
+    def ablation(**net: object) -> dict:
+        target = "tagger.models.dieleman.DielemanCNN"
+        return {**config, "conv": {"length": 1024, "stride": 1024},
+                "model": {"net": {"_target_": target, **net}}}  # fmt: skip
+
+    assert published_auc(ablation(nonlinearity="log1p_sq"), dieleman)[0] == 0.7508
+    assert published_auc(ablation(feature_pool="max", feature_pool_size=4), dieleman)[0] == 0.8280
+    assert published_auc(ablation(feature_pool="l2", feature_pool_size=8), dieleman) is None
+    assert published_auc(ablation(), dieleman)[0] == 0.8366  # Table 1, 1024/1024
+
+
+def test_jobs_are_read_in_numeric_order(tmp_path) -> None:
+    from tagger.report import find_jobs
+
+    for num in (10, 2, 1):
+        hydra_dir = tmp_path / f"{num}_seed={num}" / ".hydra"
+        hydra_dir.mkdir(parents=True)
+        (hydra_dir / "config.yaml").write_text("task_name: train\n")
+        (hydra_dir / "overrides.yaml").write_text(f"- seed={num}\n")
+    assert [job.path.name for job in find_jobs([tmp_path])] == [
+        "1_seed=1",
+        "2_seed=2",
+        "10_seed=10",
+    ]

@@ -162,6 +162,7 @@ class CourseworkDataModule(ClipDataModule):
             "description": "the coursework's preprocessed MagnaTagATune copy (merged50 tags)",
             "root": str(self.root.resolve()),
             "tag_set": "merged50",
+            "split": "coursework",
             "validation": self.validation_rule(),
             "sample_rate": self.sample_rate,
         }

@@ -111,6 +111,7 @@ class StoreDataModule(ClipDataModule):
             "real_music": True if meta["source"] == "mtat" else None,  # None: not known
             "path": str(self.store.path.resolve()),
             **{key: meta[key] for key in ("source", "tag_set", "split_rule", "sample_rate")},
+            "split": meta["split_rule"].partition(":")[0],  # clean:DIR -> clean
             "clip_samples": self.store.clip_samples,
             "validation": self.validation,
             "skipped_files": len(meta["skipped"]),
