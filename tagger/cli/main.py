@@ -12,6 +12,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("tagger.cli.models", "print the model zoo: parameters, multiply-adds per second"),
     "prepare": ("tagger.cli.prepare", "decode MTAT or an audio folder into a clip store"),
     "report": ("tagger.cli.report", "results table (report.md/.csv) from sweep directories"),
+    "predict": ("tagger.cli.predict", "tag audio files or folders with a checkpoint"),
+    "export": ("tagger.cli.export", "a checkpoint as a standalone TorchScript or ONNX model"),
     "bench": ("tagger.cli.bench", "training throughput: model step, framework, coursework loop"),
 }
 

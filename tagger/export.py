@@ -1,0 +1,108 @@
+"""A trained tagger as a standalone TorchScript or ONNX model.
+
+The exported model maps raw audio windows [batch, n_windows, 1, window_length] (float32
+on the int16 scale, as in training: samples in [-1, 1] times ``input_scale``) to tag
+probabilities [batch, K], with the clip-level aggregation included; batch and n_windows
+are dynamic. What a user needs to feed it (tag names, sample rate, window length, input
+scale) is written beside it as ``FILE.json`` and, for TorchScript, also inside it
+(``torch.jit.load(FILE, _extra_files={"tagger.json": ""})``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from tagger.aggregation import clip_probabilities
+from tagger.config import ConfigError
+from tagger.module import TaggingModule
+
+Format = Literal["torchscript", "onnx"]
+#: The name of the metadata inside a TorchScript file.
+EXTRA_FILE = "tagger.json"
+
+
+class ClipTagger(nn.Module):
+    """A tagging network plus its input scaling and aggregation: [B, n, 1, T] -> [B, K]."""
+
+    def __init__(self, model: TaggingModule) -> None:
+        super().__init__()
+        self.net = model.net
+        self.input_scale = float(model.hparams.input_scale)
+        self.aggregation = model.hparams.aggregation
+
+    def forward(self, audio: Tensor) -> Tensor:
+        batch, n_windows = audio.shape[0], audio.shape[1]
+        logits = self.net(audio.flatten(0, 1) / self.input_scale)  # [B * n, K]
+        return clip_probabilities(logits.reshape(batch, n_windows, -1), self.aggregation)
+
+
+def metadata(model: TaggingModule, run_config: dict[str, Any], checkpoint: Path) -> dict[str, Any]:
+    """What a user of the exported model needs to know to feed it and read its output."""
+    window = int(run_config["data"]["subclip_len"])
+    return {
+        "input": f"float32 [batch, n_windows, 1, {window}]: mono audio at the sample rate, "
+        "in consecutive windows, on the int16 scale (samples in [-1, 1] times input_scale)",
+        "output": f"float32 [batch, {len(model.tag_names)}]: tag probabilities, in tag_names order",
+        "tag_names": model.tag_names,
+        "sample_rate": int(run_config["data"]["sample_rate"]),
+        "window_length": window,
+        "input_scale": float(model.hparams.input_scale),
+        "aggregation": model.hparams.aggregation,
+        "checkpoint": str(checkpoint.resolve()),
+    }
+
+
+def example_input(window: int) -> Tensor:
+    """A tracing input: 2 clips of 3 windows [2, 3, 1, window] of int16-scale noise."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(2, 3, 1, window, generator=generator) * 3000.0
+
+
+def export(model: TaggingModule, info: dict[str, Any], fmt: Format, out: Path) -> tuple[Path, Path]:
+    """Write the standalone model to ``out`` and ``info`` to ``out`` + ``.json``.
+
+    Raises ``ConfigError`` when ``fmt`` is onnx and the onnx packages are missing.
+    """
+    clip_tagger = ClipTagger(model).eval()
+    example = example_input(info["window_length"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "torchscript":
+        with torch.no_grad():
+            traced = torch.jit.trace(clip_tagger, example)
+        traced.save(str(out), _extra_files={EXTRA_FILE: json.dumps(info)})
+    else:
+        _export_onnx(clip_tagger, example, out, info)
+    sidecar = out.with_name(out.name + ".json")
+    sidecar.write_text(json.dumps(info, indent=2) + "\n")
+    return out, sidecar
+
+
+def _export_onnx(clip_tagger: ClipTagger, example: Tensor, out: Path, info: dict[str, Any]) -> None:
+    """ONNX with dynamic batch and n_windows axes; ``info`` also in its metadata_props."""
+    try:
+        import onnx
+    except ImportError:
+        raise ConfigError(
+            "--format onnx needs the onnx, onnxruntime and onnxscript packages: "
+            "pip install 'tagger[export]'"
+        ) from None
+    batch, n_windows = torch.export.Dim("batch"), torch.export.Dim("n_windows")
+    torch.onnx.export(
+        clip_tagger,
+        (example,),
+        str(out),
+        input_names=["audio"],
+        output_names=["probabilities"],
+        dynamic_shapes={"audio": {0: batch, 1: n_windows}},
+        dynamo=True,
+        external_data=False,
+        verbose=False,
+    )
+    proto = onnx.load(str(out))
+    onnx.helper.set_model_props(proto, {EXTRA_FILE: json.dumps(info)})
+    onnx.save(proto, str(out))

@@ -1,0 +1,72 @@
+"""``tagger export``: TorchScript and ONNX models give the checkpoint's probabilities."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+
+from tagger.cli import export as export_cli
+from tagger.cli.evaluate import load_checkpoint
+from tagger.export import EXTRA_FILE
+from tests.conftest import TINY, compose_config
+
+pytestmark = pytest.mark.slow  # trains two checkpoints and runs the ONNX exporter twice
+
+
+@pytest.fixture(scope="module", params=["baseline", "spectrogram"])
+def checkpoint(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tagger.cli.train import train
+
+    run_dir = tmp_path_factory.mktemp(f"export_{request.param}")
+    cfg = compose_config("train", run_dir, [*TINY, f"model={request.param}", "test=false"])
+    return Path(train(cfg)["checkpoints"]["last"])
+
+
+def tagger_export(checkpoint: Path, fmt: str, out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["tagger export", str(checkpoint), "--format", fmt,
+                                      "--out", str(out)])  # fmt: skip
+    export_cli.main()
+
+
+def test_exports_give_the_checkpoints_probabilities(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, config = load_checkpoint(checkpoint)
+    window = config["data"]["subclip_len"]
+    # a batch and a window count other than the ones the exporter traced with (2, 3)
+    audio = torch.randn(4, 5, 1, window, generator=torch.Generator().manual_seed(1)) * 4000.0
+    with torch.no_grad():
+        expected = model.predict_clips(audio).numpy()
+
+    tagger_export(checkpoint, "torchscript", tmp_path / "tagger.pt", monkeypatch)
+    extra = {EXTRA_FILE: ""}
+    scripted = torch.jit.load(str(tmp_path / "tagger.pt"), _extra_files=extra)
+    with torch.no_grad():
+        np.testing.assert_allclose(scripted(audio).numpy(), expected, atol=1e-4)
+
+    tagger_export(checkpoint, "onnx", tmp_path / "tagger.onnx", monkeypatch)
+    session = onnxruntime.InferenceSession(str(tmp_path / "tagger.onnx"))
+    (probabilities,) = session.run(None, {"audio": audio.numpy()})
+    np.testing.assert_allclose(probabilities, expected, atol=1e-4)
+    single = session.run(None, {"audio": audio[:1, :1].numpy()})[0]
+    np.testing.assert_allclose(single, model.predict_clips(audio[:1, :1]).detach().numpy(),
+                               atol=1e-4)  # fmt: skip
+
+    for info in (json.loads(extra[EXTRA_FILE]),
+                 json.loads((tmp_path / "tagger.onnx.json").read_text())):  # fmt: skip
+        assert info["tag_names"] == model.tag_names
+        assert info["sample_rate"] == config["data"]["sample_rate"]
+        assert info["window_length"] == window and info["input_scale"] == 32768.0
+
+
+def test_a_missing_checkpoint_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        tagger_export(tmp_path / "gone.ckpt", "onnx", tmp_path / "m.onnx", monkeypatch)
+    assert exit_info.value.code == 2 and "gone.ckpt does not exist" in capsys.readouterr().err

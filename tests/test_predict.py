@@ -1,0 +1,112 @@
+"""``tagger predict``: wav, flac and mp3 files written here, a corrupt one, and a folder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from tagger.cli.evaluate import load_checkpoint
+from tagger.data.audio import decode
+from tagger.predict import Tagger, audio_files, windows
+from tests.conftest import REPO_ROOT, TINY, compose_config
+
+pytestmark = pytest.mark.slow  # trains a checkpoint, then starts `tagger predict` 3 times
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tagger.cli.train import train
+
+    run_dir = tmp_path_factory.mktemp("predict_run")
+    return Path(train(compose_config("train", run_dir, TINY))["checkpoints"]["last"])
+
+
+@pytest.fixture(scope="module")
+def music(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with a wav (22.05 kHz stereo), a flac, an mp3 (nested) and a corrupt .ogg."""
+    folder = tmp_path_factory.mktemp("music")
+    (folder / "nested").mkdir()
+    t = np.arange(44_100) / 22_050
+    tone = 0.3 * np.sin(2 * np.pi * 440 * t)
+    soundfile.write(folder / "a.wav", np.stack([tone, tone], axis=1), 22_050)
+    soundfile.write(folder / "b.flac", tone[:5_000], 22_050)  # shorter than one window
+    soundfile.write(folder / "nested" / "c.mp3", tone, 22_050)
+    (folder / "broken.ogg").write_bytes(b"not audio at all" * 64)
+    (folder / "notes.txt").write_text("not an audio file, not picked up")
+    return folder
+
+
+def tagger_predict(*args: str | Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", "from tagger.cli.main import main; main()", "predict",
+         *map(str, args)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_windows_cover_the_file_and_pad_a_short_one() -> None:
+    assert windows(np.ones(10, np.float32), 4).shape == (2, 1, 4)  # remainder dropped
+    short = windows(np.ones(3, np.float32), 4)
+    assert short.shape == (1, 1, 4) and short[0, 0].tolist() == [1, 1, 1, 0]
+
+
+def test_folders_give_their_audio_files_recursively(music: Path) -> None:
+    names = [p.relative_to(music).as_posix() for p in audio_files([music])]
+    assert names == ["a.wav", "b.flac", "broken.ogg", "nested/c.mp3"]
+
+
+def test_tagging_matches_the_checkpoint_on_the_files_windows(checkpoint: Path, music: Path) -> None:
+    tagger = Tagger.from_checkpoint(checkpoint)
+    prediction = tagger.tag(music / "nested" / "c.mp3")
+    model, config = load_checkpoint(checkpoint)
+    window, rate = config["data"]["subclip_len"], config["data"]["sample_rate"]
+    samples = decode(music / "nested" / "c.mp3", rate)
+    n = len(samples) // window
+    audio = torch.from_numpy(samples[: n * window]).view(1, n, 1, window) * 32768.0
+    expected = model.predict_clips(audio)[0].detach().numpy()
+    assert prediction.windows == n == 5  # 2 s at 12 kHz: 24,000 samples, 5 windows of 4,096
+    np.testing.assert_allclose(prediction.probabilities, expected, atol=1e-6)
+
+
+def test_table_shows_top_tags_and_reports_the_corrupt_file(checkpoint: Path, music: Path) -> None:
+    result = tagger_predict(checkpoint, music, "--top-k", "3")
+    assert result.returncode == 1, result.stderr  # some file skipped
+    assert "broken.ogg" in result.stderr and "skipped" in result.stderr
+    blocks = result.stdout.strip().split("\n\n")
+    assert [block.splitlines()[0] for block in blocks] == [
+        str(music / "a.wav"),
+        str(music / "b.flac"),
+        str(music / "nested" / "c.mp3"),
+    ]
+    for block in blocks:
+        probabilities = [float(line.split()[-1]) for line in block.splitlines()[1:]]
+        assert len(probabilities) == 3 and probabilities == sorted(probabilities, reverse=True)
+
+
+def test_json_has_every_tag_and_csv_one_row_per_file(checkpoint: Path, music: Path) -> None:
+    tag_names = load_checkpoint(checkpoint)[0].tag_names
+    result = tagger_predict(checkpoint, music / "a.wav", music / "broken.ogg",
+                            music / "nested" / "c.mp3", "--format", "json")  # fmt: skip
+    document = json.loads(result.stdout)
+    assert [Path(f["file"]).name for f in document["files"]] == ["a.wav", "c.mp3"]
+    for entry in document["files"]:
+        assert list(entry["probabilities"]) == tag_names
+        assert all(0 <= p <= 1 for p in entry["probabilities"].values())
+        assert len(entry["top"]) == min(10, len(tag_names))
+    assert [Path(s["file"]).name for s in document["skipped"]] == ["broken.ogg"]
+
+    rows = tagger_predict(checkpoint, music / "b.flac", "--format", "csv").stdout.splitlines()
+    assert result.returncode == 1 and rows[0].split(",") == ["file", *tag_names]
+    assert len(rows) == 2 and rows[1].startswith(str(music / "b.flac"))
+
+
+def test_a_missing_checkpoint_is_a_usage_error(music: Path, tmp_path: Path) -> None:
+    result = tagger_predict(tmp_path / "nope.ckpt", music)
+    assert result.returncode == 2 and "nope.ckpt does not exist" in result.stderr
