@@ -21,17 +21,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning import Callback, LightningModule, Trainer
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from torch import Tensor
 from torch.utils.data import DataLoader, RandomSampler
 
 from tagger.aggregation import clip_loss
-from tagger.config import CONFIG_DIR, register_resolvers
+from tagger.config import compose_run_config
 from tagger.data.clips import ClipDataset
 from tagger.data.coursework import CLIP_SAMPLES, NpyClipFiles
 from tagger.data.store import StoreClip, StorePlan, StoreWriter
@@ -91,22 +88,7 @@ def write_clips(directory: Path, n_clips: int, npy: bool = True) -> Path:
 
 def bench_config(store: Path, run_dir: Path, overrides: list[str]) -> DictConfig:
     """The ``train.py`` config for training on ``store``, as Hydra composes it."""
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=["data=store", f"data.path={store}", *overrides],
-            return_hydra_config=True,
-        )
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(run_dir)
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(run_dir)
-        del cfg.hydra
-    return cfg
+    return compose_run_config("train", run_dir, ["data=store", f"data.path={store}", *overrides])
 
 
 def _peak_mib(device: torch.device) -> float:

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 #: The Hydra config directory at the repository root.
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -92,6 +92,28 @@ def run_hydra_entry(hydra_main: Callable[[], object]) -> None:
     except ConfigError as error:
         exit_on_config_error(error)
     hydra_main()
+
+
+def compose_run_config(config_name: str, run_dir: Path, overrides: list[str]) -> DictConfig:
+    """Compose ``conf/<config_name>.yaml`` with ``overrides`` as Hydra would for a run
+    writing into ``run_dir``, without launching one (for tests, benchmarks, notebooks)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)  # for ${hydra:...} interpolations
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)
+        del cfg.hydra
+    return cfg
 
 
 def register_resolvers() -> None:

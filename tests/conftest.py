@@ -9,12 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-from tagger.config import CONFIG_DIR, register_resolvers
+from tagger.config import compose_run_config as compose_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,23 +27,6 @@ TINY = [
     "trainer.enable_model_summary=false",
     "~callbacks.progress_bar",
 ]
-
-
-def compose_config(config_name: str, run_dir: Path, overrides: list[str]) -> DictConfig:
-    """Compose ``conf/<config_name>.yaml`` as Hydra would, writing into ``run_dir``."""
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(run_dir)
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(run_dir)
-        del cfg.hydra
-    return cfg
 
 
 @pytest.fixture
