@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from tagger.aggregation import clip_probabilities
 from tagger.config import ConfigError
 from tagger.module import TaggingModule
+from tagger.run_files import write_text
 
 Format = Literal["torchscript", "onnx"]
 #: The name of the metadata inside a TorchScript file.
@@ -64,21 +65,23 @@ def example_input(window: int) -> Tensor:
 
 
 def export(model: TaggingModule, info: dict[str, Any], fmt: Format, out: Path) -> tuple[Path, Path]:
-    """Write the standalone model to ``out`` and ``info`` to ``out`` + ``.json``.
+    """Write the standalone model to ``out`` and ``info`` to ``out`` + ``.json``, each via a
+    temporary name, so an interrupted export never leaves a file that looks finished.
 
     Raises ``ConfigError`` when ``fmt`` is onnx and the onnx packages are missing.
     """
     clip_tagger = ClipTagger(model).eval()
     example = example_input(info["window_length"])
     out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.partial")  # renamed to ``out`` once complete
     if fmt == "torchscript":
         with torch.no_grad():
             traced = torch.jit.trace(clip_tagger, example)
-        traced.save(str(out), _extra_files={EXTRA_FILE: json.dumps(info)})
+        traced.save(str(partial), _extra_files={EXTRA_FILE: json.dumps(info)})
     else:
-        _export_onnx(clip_tagger, example, out, info)
-    sidecar = out.with_name(out.name + ".json")
-    sidecar.write_text(json.dumps(info, indent=2) + "\n")
+        _export_onnx(clip_tagger, example, partial, info)
+    partial.replace(out)
+    sidecar = write_text(out.with_name(out.name + ".json"), json.dumps(info, indent=2) + "\n")
     return out, sidecar
 
 
