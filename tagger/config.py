@@ -116,12 +116,30 @@ def compose_run_config(config_name: str, run_dir: Path, overrides: list[str]) ->
     return cfg
 
 
+#: The batch size, in clips, that the optimizer configs' learning rates are given for.
+REFERENCE_BATCH = 10
+
+
+def scaled_lr(base_lr: float, batch_size: int, rule: str) -> float:
+    """A learning rate given for batches of ``REFERENCE_BATCH`` clips, scaled to ``batch_size``.
+
+    ``linear``: lr x batch / 10 (Goyal et al. 2017, for SGD); ``sqrt``: lr x sqrt(batch / 10)
+    (adaptive optimizers); ``none``: unchanged. At batch 10 every rule gives ``base_lr``.
+    """
+    ratio = batch_size / REFERENCE_BATCH
+    factors = {"linear": ratio, "sqrt": ratio**0.5, "none": 1.0}
+    if rule not in factors:
+        raise ConfigError(f"learning-rate scaling rule must be linear, sqrt or none, not {rule!r}")
+    return base_lr * factors[rule]
+
+
 def register_resolvers() -> None:
     """Register the resolvers used in run directory names.
 
     ``${run_id:}`` is a random 6-hex-digit token, drawn once per process (cached), so two
     runs or sweeps started in the same second never share a directory.
     ``${bounded_dirname:...}`` keeps a sweep job's directory name under the file-name limit.
+    ``${scaled_lr:LR,BATCH,RULE}`` scales an optimizer's learning rate to the batch size.
     ``${store_sample_rate:PATH}`` and ``${store_subclip_len:PATH,N}`` read a clip store's
     ``meta.json`` (``conf/data/store.yaml``): its sample rate, and its clip length split
     into N windows; None when there is no store at PATH (the data module then says so).
@@ -137,6 +155,8 @@ def register_resolvers() -> None:
             "store_sample_rate", lambda path: store_info(path, "sample_rate")
         )
         OmegaConf.register_new_resolver("store_subclip_len", store_subclip_len)
+    if not OmegaConf.has_resolver("scaled_lr"):
+        OmegaConf.register_new_resolver("scaled_lr", scaled_lr)
     if not OmegaConf.has_resolver("run_id"):
         OmegaConf.register_new_resolver("run_id", lambda: secrets.token_hex(3), use_cache=True)
     if not OmegaConf.has_resolver("bounded_dirname"):
