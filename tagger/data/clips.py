@@ -7,6 +7,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
 from tagger.config import ConfigError
@@ -77,16 +78,19 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return self.audio.shape[0]
 
-    def clip(self, index: int) -> np.ndarray:
-        """All samples of clip ``index``: float32 [samples]; a clip with NaN or infinite
-        samples raises ``BadClipError`` naming it."""
-        raw = np.asarray(self.audio[index])
-        samples = raw.astype(np.float32, copy=False)
-        if raw.dtype.kind == "f" and not np.isfinite(samples).all():
+    def raw(self, index: int) -> np.ndarray:
+        """All samples of clip ``index`` in their stored dtype [samples]; a clip with NaN or
+        infinite samples raises ``BadClipError`` naming it."""
+        samples = np.asarray(self.audio[index])
+        if samples.dtype.kind == "f" and not np.isfinite(samples).all():
             raise BadClipError(
                 f"clip {self.clip_ids[index]} (row {index}) has NaN or infinite samples"
             )
         return samples
+
+    def clip(self, index: int) -> np.ndarray:
+        """All samples of clip ``index``: float32 [samples] (checked as in ``raw``)."""
+        return self.raw(index).astype(np.float32, copy=False)
 
     def item(self, index: int, samples: np.ndarray) -> dict[str, torch.Tensor | int]:
         """The item of clip ``index`` with windows ``samples`` [windows, subclip_len]."""
@@ -183,3 +187,69 @@ class EpochShuffleSampler(Sampler):
         if self.with_epoch:
             return iter([(index, self.epoch) for index in order])
         return iter(order)
+
+
+def to_device(clips: ClipDataset, device: torch.device, chunk: int = 256) -> tuple[Tensor, Tensor]:
+    """A split's windows and labels, copied to ``device`` once, in their stored dtype.
+
+    Returns audio [clips, n_subclips * subclip_len] (int16 for stores and the built-in
+    data: half the memory of float32) and float32 labels [clips, num_tags]. Clips are
+    copied ``chunk`` at a time, so host memory stays bounded.
+    """
+    length = clips.n_subclips * clips.subclip_len
+    first = torch.from_numpy(clips.raw(0)[:length])
+    audio = torch.empty((len(clips), length), dtype=first.dtype, device=device)
+    for start in range(0, len(clips), chunk):
+        rows = range(start, min(start + chunk, len(clips)))
+        audio[start : rows.stop] = torch.from_numpy(np.stack([clips.raw(i)[:length] for i in rows]))
+    labels = torch.as_tensor(np.asarray(clips.labels), dtype=torch.float32, device=device)
+    return audio, labels
+
+
+class DeviceBatches:
+    """Batches gathered on the device from a split held there whole (``data.on_device``).
+
+    Each batch is one indexing of the device tensors, in the order of ``sampler`` (the
+    permutation a DataLoader over the same sampler would give) or in file order without
+    one: no per-clip Python. Lightning calls ``sampler.set_epoch`` on it as it does on a
+    DataLoader's. Batches are dicts as from ``collate_clips``, with ``audio`` in the stored
+    dtype (the model divides by ``input_scale`` into float32).
+
+    Args:
+        audio, labels: from ``to_device``.
+        n_subclips, subclip_len: how each clip's samples are cut into windows.
+        batch_size: clips per batch.
+        sampler: the training order; None for evaluation (file order).
+    """
+
+    def __init__(
+        self,
+        audio: Tensor,
+        labels: Tensor,
+        n_subclips: int,
+        subclip_len: int,
+        batch_size: int,
+        sampler: EpochShuffleSampler | None = None,
+    ) -> None:
+        self.audio = audio
+        self.labels = labels
+        self.windows = (n_subclips, 1, subclip_len)
+        self.batch_size = batch_size
+        self.sampler = sampler
+        self.batch_sampler = None  # read by Lightning next to ``sampler``, as on a DataLoader
+
+    def __len__(self) -> int:
+        return -(-len(self.audio) // self.batch_size)
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        device = self.audio.device
+        if self.sampler is None:
+            order = torch.arange(len(self.audio), device=device)
+        else:
+            order = torch.as_tensor(list(self.sampler), device=device)
+        for index in order.split(self.batch_size):
+            yield {
+                "audio": self.audio[index].view(len(index), *self.windows),
+                "labels": self.labels[index],
+                "index": index,
+            }

@@ -1,0 +1,56 @@
+"""``data.on_device``: batches formed on the device equal the loader's, in the same order."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tagger.cli.train import train
+from tagger.config import ConfigError
+from tagger.data.synthetic import SyntheticDataModule
+
+LOADER_ARGS = {
+    "train_clips": 23, "val_clips": 7, "test_clips": 0, "n_subclips": 2, "subclip_len": 4096,
+    "sample_rate": 12000, "batch_size": 5, "shuffle_seed": 3,
+}  # fmt: skip
+
+
+def epoch_batches(datamodule: SyntheticDataModule, epoch: int) -> list[dict[str, torch.Tensor]]:
+    loader = datamodule.train_dataloader()
+    loader.sampler.set_epoch(epoch)  # as Lightning does before every epoch
+    return list(loader)
+
+
+@pytest.mark.parametrize("epoch", [0, 1])
+def test_same_batches_in_the_same_order_as_the_loader(epoch: int) -> None:
+    host = SyntheticDataModule(**LOADER_ARGS)
+    device = SyntheticDataModule(**LOADER_ARGS, on_device=True)
+    host.setup(), device.setup()
+    expected, got = epoch_batches(host, epoch), epoch_batches(device, epoch)
+    assert [len(b["index"]) for b in got] == [5, 5, 5, 5, 3]
+    for a, b in zip(expected, got, strict=True):
+        torch.testing.assert_close(b["index"], a["index"])
+        assert b["audio"].dtype == torch.int16 and b["audio"].shape == a["audio"].shape
+        torch.testing.assert_close(b["audio"].float(), a["audio"], rtol=0, atol=0)
+        torch.testing.assert_close(b["labels"], a["labels"])
+    first_of_next = epoch_batches(device, epoch + 1)[0]["index"]
+    assert not torch.equal(first_of_next, got[0]["index"])  # a new permutation each epoch
+
+
+def test_evaluation_batches_are_in_file_order() -> None:
+    device = SyntheticDataModule(**LOADER_ARGS, on_device=True)
+    batches = list(device.loader("val"))
+    assert torch.cat([b["index"] for b in batches]).tolist() == list(range(7))
+
+
+def test_training_on_device_gives_the_loader_run_s_metrics(train_config) -> None:
+    on_host = train(train_config("trainer.max_epochs=2", run="host"))
+    on_device = train(train_config("trainer.max_epochs=2", "data.on_device=true", run="device"))
+    for key in ("train/loss", "train/auc", "val/auc", "val/loss"):
+        assert on_device["final"][key] == on_host["final"][key], key
+    assert on_device["test"]["auc"] == on_host["test"]["auc"]
+
+
+def test_random_windows_on_device_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"data\.on_device and data\.random_windows"):
+        SyntheticDataModule(**LOADER_ARGS, on_device=True, random_windows=True)
