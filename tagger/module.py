@@ -85,10 +85,14 @@ class TaggingModule(LightningModule):
         self._reported_skips: dict[str, list[str]] = {}
 
     def forward(self, audio: Tensor) -> Tensor:
-        """Raw clips [B, n_subclips, 1, T] -> per-sub-clip logits [B, n_subclips, K]."""
+        """Raw clips [B, n_subclips, 1, T], float or int16 -> sub-clip logits [B, n_subclips, K]."""
         batch, n_subclips = audio.shape[:2]
-        logits = self.net(audio.flatten(0, 1) / self.hparams.input_scale)  # [B * n, K]
-        return logits.view(batch, n_subclips, -1)
+        x = audio.flatten(0, 1)  # [B * n, 1, T]
+        if x.is_floating_point():
+            x = x / self.hparams.input_scale
+        else:  # int16 batches (data.on_device): one conversion pass, scaled in place
+            x = x.to(torch.float32).div_(self.hparams.input_scale)
+        return self.net(x).view(batch, n_subclips, -1)  # [B * n, K] -> [B, n, K]
 
     def predict_clips(self, audio: Tensor) -> Tensor:
         """Raw clips [B, n_subclips, 1, T] -> tag probabilities [B, K]."""
