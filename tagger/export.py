@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from tagger.aggregation import clip_probabilities
 from tagger.config import ConfigError
-from tagger.module import TaggingModule
+from tagger.module import TaggingModule, subclip_logits
 from tagger.run_files import write_text
 
 Format = Literal["torchscript", "onnx"]
@@ -37,9 +37,8 @@ class ClipTagger(nn.Module):
         self.aggregation = model.hparams.aggregation
 
     def forward(self, audio: Tensor) -> Tensor:
-        batch, n_windows = audio.shape[0], audio.shape[1]
-        logits = self.net(audio.flatten(0, 1) / self.input_scale)  # [B * n, K]
-        return clip_probabilities(logits.reshape(batch, n_windows, -1), self.aggregation)
+        logits = subclip_logits(self.net, audio, self.input_scale)  # [B, n, K]
+        return clip_probabilities(logits, self.aggregation)
 
 
 def metadata(model: TaggingModule, run_config: dict[str, Any], checkpoint: Path) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import torch
 from hydra.utils import instantiate
 from lightning import LightningModule
 from omegaconf import DictConfig, OmegaConf
-from torch import Tensor
+from torch import Tensor, nn
 
 from tagger.aggregation import AGGREGATIONS, Aggregation, clip_loss, clip_probabilities
 from tagger.config import ConfigError
@@ -25,6 +25,19 @@ def _plain(config: DictConfig | dict | None) -> dict | None:
     if isinstance(config, DictConfig):
         return OmegaConf.to_container(config, resolve=True)
     return None if config is None else dict(config)
+
+
+def subclip_logits(net: nn.Module, audio: Tensor, input_scale: float) -> Tensor:
+    """Raw clips [B, n, 1, T], float or int16, -> ``net``'s logits per sub-clip [B, n, K].
+
+    Samples are divided by ``input_scale``; int16 batches (``data.on_device``) are
+    converted in one pass and scaled in place.
+    """
+    batch, n_subclips = audio.shape[0], audio.shape[1]
+    x = audio.flatten(0, 1)  # [B * n, 1, T]
+    # int16 (data.on_device): the conversion makes a new tensor, so scale it in place
+    x = x / input_scale if x.is_floating_point() else x.to(torch.float32).div_(input_scale)
+    return net(x).reshape(batch, n_subclips, -1)  # [B * n, K] -> [B, n, K]
 
 
 def _numpy_rng_state() -> tuple:
@@ -86,13 +99,7 @@ class TaggingModule(LightningModule):
 
     def forward(self, audio: Tensor) -> Tensor:
         """Raw clips [B, n_subclips, 1, T], float or int16 -> sub-clip logits [B, n_subclips, K]."""
-        batch, n_subclips = audio.shape[:2]
-        x = audio.flatten(0, 1)  # [B * n, 1, T]
-        if x.is_floating_point():
-            x = x / self.hparams.input_scale
-        else:  # int16 batches (data.on_device): one conversion pass, scaled in place
-            x = x.to(torch.float32).div_(self.hparams.input_scale)
-        return self.net(x).view(batch, n_subclips, -1)  # [B * n, K] -> [B, n, K]
+        return subclip_logits(self.net, audio, self.hparams.input_scale)
 
     def predict_clips(self, audio: Tensor) -> Tensor:
         """Raw clips [B, n_subclips, 1, T] -> tag probabilities [B, K]."""
