@@ -21,9 +21,13 @@ def sweep_metrics(tmp_path: Path) -> tuple[Path, list[dict]]:
 
 
 @pytest.mark.slow
-def test_two_process_ddp_auc_is_computed_over_all_predictions(tmp_path: Path) -> None:
+@pytest.mark.parametrize("on_device", [False, True], ids=["loader", "on_device"])
+def test_two_process_ddp_auc_is_computed_over_all_predictions(
+    tmp_path: Path, on_device: bool
+) -> None:
     result = run_cli(TRAIN, *TINY, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-                     "trainer.max_epochs=2", "test=false", cwd=tmp_path)  # fmt: skip
+                     "trainer.max_epochs=2", "test=false", f"data.on_device={on_device}",
+                     cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     (metrics_file,) = (tmp_path / "outputs" / "train" / "runs").glob("*/metrics.json")
     ddp = json.loads(metrics_file.read_text())

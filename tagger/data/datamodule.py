@@ -46,7 +46,8 @@ class ClipDataModule(LightningDataModule):
         train_subclips: random windows per training clip (default: ``n_subclips``).
         on_device: copy each split whole onto the training device (int16 for stores: MTAT
             at 12 kHz is about 12 GB) and form batches there, with no per-clip work on the
-            host; the same batches in the same order as the loader otherwise gives.
+            host; the same batches in the same order as the loader otherwise gives (under
+            DDP every process holds the split and takes its shard of each epoch's order).
     """
 
     def __init__(
@@ -112,17 +113,17 @@ class ClipDataModule(LightningDataModule):
     def _device_batches(self, split: str, sampler: EpochShuffleSampler | None) -> DeviceBatches:
         """``data.on_device``: the split copied to the training device once, then batches."""
         trainer = self.trainer
-        if trainer is not None and trainer.world_size > 1:
-            raise ConfigError(
-                "data.on_device does not shard data across processes yet; "
-                "use it with one device (or set data.on_device=false)"
-            )
         if split not in self._device_splits:
             device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
             self._device_splits[split] = to_device(self.splits[split], device)
         audio, labels = self._device_splits[split]
+        shard = (
+            {"rank": trainer.global_rank, "world_size": trainer.world_size}
+            if trainer is not None
+            else {}
+        )
         return DeviceBatches(
-            audio, labels, self.n_subclips, self.subclip_len, self.batch_size, sampler
+            audio, labels, self.n_subclips, self.subclip_len, self.batch_size, sampler, **shard
         )
 
     def _loader(

@@ -25,6 +25,7 @@ import os
 import shutil
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,16 +250,22 @@ class MappedClips:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def __getitem__(self, index: int) -> np.ndarray:
+    def read_rows(self, indices: Sequence[int], length: int) -> np.ndarray:
+        """The first ``length`` samples of clips ``indices``, copied straight from the map
+        into one array: int16 [len(indices), length]."""
         if self._map is None:  # opened lazily, so each loader worker maps the file itself
             with open(self.path, "rb") as f:
                 self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         row_bytes = self.shape[1] * AUDIO_DTYPE.itemsize
-        start = index * row_bytes
-        clip = np.frombuffer(self._map, AUDIO_DTYPE, self.shape[1], start).copy()
+        rows = np.empty((len(indices), length), AUDIO_DTYPE)
+        for row, index in zip(rows, indices, strict=True):
+            row[:] = np.frombuffer(self._map, AUDIO_DTYPE, length, int(index) * row_bytes)
         if hasattr(mmap, "MADV_DONTNEED"):  # the whole map: the kernel maps pages around a
-            self._map.madvise(mmap.MADV_DONTNEED)  # fault too, outside this clip's range
-        return clip
+            self._map.madvise(mmap.MADV_DONTNEED)  # fault too, outside the clips' ranges
+        return rows
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.read_rows([index], self.shape[1])[0]
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_map": None}

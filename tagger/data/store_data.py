@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tagger.config import ConfigError
-from tagger.data.clips import ClipDataset
+from tagger.data.clips import ClipDataset, read_rows
 from tagger.data.datamodule import ClipDataModule
 from tagger.data.splits import carve_validation
 from tagger.data.store import ClipStore
@@ -128,3 +129,6 @@ class _Rows:
 
     def __getitem__(self, index: int) -> np.ndarray:
         return self.clips[int(self.rows[index])]
+
+    def read_rows(self, indices: Sequence[int], length: int) -> np.ndarray:
+        return read_rows(self.clips, self.rows[np.asarray(indices, dtype=np.int64)], length)
