@@ -5,22 +5,88 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import torch
 from lightning import Callback, LightningModule, Trainer
+from torch import Tensor
 
 
-class StepTimer(Callback):
-    """Logs ``train/step_time``: wall seconds of each training step (forward, backward, update)."""
+class StepLog(Callback):
+    """Logs ``train/loss`` and ``train/step_time`` (wall seconds) of every training step.
 
-    def __init__(self) -> None:
-        self._start = 0.0
+    ``self.log`` in ``training_step`` costs about a millisecond a call in Lightning's
+    bookkeeping (5 % of a Dieleman step on CPU) and, on a GPU, a device sync per step.
+    This keeps each step's loss as a tensor and hands the values to the loggers every
+    ``every_n_steps`` steps and at the end of each epoch, each under its own step number
+    (optimizer steps before it: 0, 1, 2, ...). The epoch means go to the progress bar and
+    ``trainer.callback_metrics`` (so ``metrics.json``), not to the loggers. Checkpoints
+    hold the values not yet written, so a killed run loses none that its checkpoint saw.
+    """
 
-    def on_train_batch_start(
-        self, trainer: Trainer, pl_module: LightningModule, *args: Any
-    ) -> None:
-        self._start = time.perf_counter()
+    def __init__(self, every_n_steps: int = 50) -> None:
+        if every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be >= 1, not {every_n_steps}")
+        self.every_n_steps = every_n_steps
+        self._started = 0.0
+        self._pending: list[tuple[int, int, Tensor, float]] = []  # step, epoch, loss, seconds
+        self._epoch_loss: list[Tensor] = []
+        self._epoch_seconds: list[float] = []
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
-        pl_module.log("train/step_time", time.perf_counter() - self._start, on_step=True)
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule,
+                             *args: Any) -> None:  # fmt: skip
+        self._started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any,
+                           *args: Any) -> None:  # fmt: skip
+        seconds = time.perf_counter() - self._started
+        loss = (outputs["loss"] if isinstance(outputs, dict) else outputs).detach()
+        self._pending.append((trainer.global_step - 1, trainer.current_epoch, loss, seconds))
+        self._epoch_loss.append(loss)
+        self._epoch_seconds.append(seconds)
+        if len(self._pending) >= self.every_n_steps:
+            self._write(trainer)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._write(trainer)
+        if self._epoch_loss:
+            means = {
+                "train/loss": torch.stack(self._epoch_loss).mean(),
+                "train/step_time": sum(self._epoch_seconds) / len(self._epoch_seconds),
+            }
+            pl_module.log_dict(means, prog_bar=True, logger=False)
+        self._epoch_loss, self._epoch_seconds = [], []
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._write(trainer)
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule,
+                     exception: BaseException) -> None:  # fmt: skip
+        self._write(trainer)
+
+    def state_dict(self) -> dict[str, Any]:
+        """In every checkpoint: the epoch's values so far and the steps not yet written, so
+        a run resumed mid-epoch logs and averages what an uninterrupted one would."""
+        return {
+            "pending": [(step, epoch, float(loss), s) for step, epoch, loss, s in self._pending],
+            "epoch_loss": torch.stack(self._epoch_loss).tolist() if self._epoch_loss else [],
+            "epoch_seconds": list(self._epoch_seconds),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = [(step, epoch, torch.tensor(loss), sec)
+                         for step, epoch, loss, sec in state_dict["pending"]]  # fmt: skip
+        self._epoch_loss = [torch.tensor(loss) for loss in state_dict["epoch_loss"]]
+        self._epoch_seconds = list(state_dict["epoch_seconds"])
+
+    def _write(self, trainer: Trainer) -> None:
+        """Hand the pending steps to every logger (one device sync for all their losses)."""
+        if not self._pending:
+            return
+        losses = torch.stack([loss for _, _, loss, _ in self._pending]).tolist()
+        for (step, epoch, _, seconds), loss in zip(self._pending, losses, strict=True):
+            row = {"train/loss": loss, "train/step_time": seconds, "epoch": epoch}
+            for logger in trainer.loggers:
+                logger.log_metrics(row, step=step)
+        self._pending = []
 
 
 class StoreRunConfig(Callback):

@@ -118,9 +118,8 @@ class TaggingModule(LightningModule):
         return loss
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss = self._shared_step(batch, "train")
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
-        return loss
+        # train/loss of every step is logged by the StepLog callback (conf/callbacks/step_log)
+        return self._shared_step(batch, "train")
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         loss = self._shared_step(batch, "val")
