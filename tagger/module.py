@@ -210,3 +210,21 @@ class TaggingModule(LightningModule):
         random.setstate(states["python"])
         if states["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def build_module(cfg: DictConfig, tag_names: list[str]) -> TaggingModule:
+    """The ``TaggingModule`` of a composed ``train.py`` config, for ``tag_names``.
+
+    With ``compile=true`` the network's forward is compiled by ``torch.compile``
+    (``nn.Module.compile``: the state dict, and so checkpoints, stay as they are).
+    """
+    module: TaggingModule = instantiate(
+        cfg.model,
+        optimizer=cfg.optimizer,
+        scheduler=cfg.get("scheduler"),
+        tag_names=tag_names,
+        _recursive_=False,
+    )
+    if cfg.get("compile"):
+        module.net.compile()
+    return module

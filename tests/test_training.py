@@ -14,6 +14,7 @@ from sklearn.metrics import roc_auc_score
 
 from tagger.cli.evaluate import evaluate, load_checkpoint
 from tagger.cli.train import train
+from tagger.module import build_module
 from tests.conftest import compose_config
 
 TWO_EPOCHS = ["trainer.max_epochs=2", "optimizer=adamw"]
@@ -138,6 +139,18 @@ def test_each_optimizer_trains_and_is_the_one_checkpointed(
     key, value = hyperparameter
     assert checkpoint["optimizer_states"][0]["param_groups"][0][key] == value
     assert np.isfinite(summary["final"]["train/loss"])
+
+
+@pytest.mark.slow
+def test_bf16_autocast_and_a_compiled_network_train_and_reload(train_config) -> None:
+    cfg = train_config("trainer.precision=bf16-mixed", "compile=true", "test=false")
+    assert build_module(cfg, ["a", "b"]).net._compiled_call_impl is not None  # torch.compile'd
+    summary = train(cfg)
+    assert np.isfinite(summary["final"]["train/loss"]) and summary["final"]["val/auc"] > 0.5
+    checkpoint = torch.load(summary["checkpoints"]["last"], weights_only=False)
+    assert not any("_orig_mod" in key for key in checkpoint["state_dict"])  # plain keys
+    model, _ = load_checkpoint(summary["checkpoints"]["last"])  # into an uncompiled network
+    torch.testing.assert_close(model.state_dict(), checkpoint["state_dict"])
 
 
 def test_mean_probs_and_a_scheduler_train(train_config) -> None:

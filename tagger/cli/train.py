@@ -28,7 +28,7 @@ from tagger.config import (
     run_hydra_entry,
 )
 from tagger.data.datamodule import ClipDataModule
-from tagger.module import TaggingModule
+from tagger.module import build_module
 from tagger.run_files import scores_summary, write_json
 
 log = logging.getLogger(__name__)
@@ -88,13 +88,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule: ClipDataModule = instantiate(cfg.data)
-    model: TaggingModule = instantiate(
-        cfg.model,
-        optimizer=cfg.optimizer,
-        scheduler=cfg.get("scheduler"),
-        tag_names=datamodule.tag_names,
-        _recursive_=False,
-    )
+    model = build_module(cfg, datamodule.tag_names)
     sizes = datamodule.split_sizes()  # builds the splits now, so bad data fails before training
     log.info("data: %s; %s", datamodule.describe()["name"], sizes)
 
