@@ -1,38 +1,43 @@
 """Training throughput three ways, in one process so their ratios hold on a noisy machine.
 
 (a) ``step``: the model's training step alone (forward, loss, backward, optimizer step)
-    on a batch already in memory on the device: the limit set by the arithmetic.
+    on batches already in memory on the device, as the data module delivers them
+    (a few distinct batches in turn): the limit set by the arithmetic.
 (b) ``framework``: the full training loop, Lightning ``Trainer`` over ``StoreDataModule``,
     configured as ``train.py`` configures it (loggers, progress bar, step timer; no validation).
 (c) ``coursework``: a ``Dataset`` over one float32 ``.npy`` file per clip, ``DataLoader``
-    batches, and the same step as (a) in a plain loop.
+    batches of 10, and the same step as (a) in a plain loop.
 
-All three time the same number of batches after a warm-up, excluding start-up.
+All three time the same number of batches after a warm-up, excluding start-up, and
+``bench_rounds`` runs them in turn several times: a burst of load from elsewhere then
+spoils one round, not one way, and the median round shows the steady ratios.
 """
 
 from __future__ import annotations
 
+import itertools
 import resource
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import numpy as np
 import torch
 from hydra.utils import instantiate
 from lightning import Callback, LightningModule, Trainer
 from omegaconf import DictConfig
 from torch import Tensor
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from tagger.aggregation import clip_loss
 from tagger.config import compose_run_config
-from tagger.data.clips import ClipDataset
-from tagger.data.coursework import CLIP_SAMPLES, NpyClipFiles
+from tagger.data.coursework import CLIP_SAMPLES
 from tagger.data.store import StoreClip, StorePlan, StoreWriter
-from tagger.module import TaggingModule
+from tagger.module import TaggingModule, build_module
 
 #: clips in an MTAT training epoch (the coursework split)
 MTAT_EPOCH_CLIPS = 16_963
@@ -102,13 +107,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def step_function(module: TaggingModule) -> Callable[[Tensor, Tensor], None]:
-    """One plain training step: audio [B, n_subclips, 1, T] and labels [B, K] on the device."""
+def step_function(module: TaggingModule, bf16: bool = False) -> Callable[[Tensor, Tensor], None]:
+    """One plain training step: audio [B, n_subclips, 1, T] and labels [B, K] on the device;
+    with ``bf16`` the forward runs under bfloat16 autocast, as ``trainer.precision=bf16-mixed``."""
     optimizer = module.configure_optimizers()["optimizer"]
     aggregation = module.hparams.aggregation
+    device_type = next(module.parameters()).device.type
 
     def step(audio: Tensor, labels: Tensor) -> None:
-        loss = clip_loss(module(audio), labels, aggregation)
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+            loss = clip_loss(module(audio), labels, aggregation)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -149,15 +157,22 @@ class _StepClock(Callback):
         self.seconds = time.perf_counter() - self.started
 
 
-def bench_step(cfg: DictConfig, device: torch.device, warmup: int, steps: int) -> Throughput:
-    """(a): the same batch, already on the device, ``steps`` times."""
+def bench_step(cfg: DictConfig, device: torch.device, warmup: int, steps: int,
+               distinct: int = 8) -> Throughput:  # fmt: skip
+    """(a): ``distinct`` training batches, loaded onto the device beforehand, in turn."""
     datamodule = instantiate(cfg.data)
-    module = _module(cfg, datamodule.tag_names).to(device).train()
-    batch = next(iter(datamodule.loader("train")))
-    audio, labels = batch["audio"].to(device), batch["labels"].to(device)
-    seconds = time_batches(iter(lambda: (audio, labels), None), step_function(module),
-                           warmup, steps, device)  # fmt: skip
-    return Throughput("(a) model step alone", steps * len(labels) / seconds, _peak_mib(device))
+    module = build_module(cfg, datamodule.tag_names).to(device).train()
+    datamodule.setup()
+    loaded = []
+    for batch in datamodule.train_dataloader():
+        loaded.append((batch["audio"].to(device), batch["labels"].to(device)))
+        if len(loaded) == distinct:
+            break
+    seconds = time_batches(
+        itertools.cycle(loaded), step_function(module, _bf16(cfg)), warmup, steps, device
+    )
+    clips = steps * len(loaded[0][1])
+    return Throughput("(a) model step alone", clips / seconds, _peak_mib(device))
 
 
 def bench_framework(cfg: DictConfig, device: torch.device, warmup: int, steps: int) -> Throughput:
@@ -165,7 +180,7 @@ def bench_framework(cfg: DictConfig, device: torch.device, warmup: int, steps: i
     from tagger.cli.train import _instantiate_all
 
     datamodule = instantiate(cfg.data)
-    module = _module(cfg, datamodule.tag_names)
+    module = build_module(cfg, datamodule.tag_names)
     clock = _StepClock(warmup, device)
     callbacks = {k: v for k, v in (cfg.get("callbacks") or {}).items() if k not in NEEDS_VAL}
     trainer: Trainer = instantiate(
@@ -175,6 +190,7 @@ def bench_framework(cfg: DictConfig, device: torch.device, warmup: int, steps: i
         max_epochs=-1,
         limit_val_batches=0,
         num_sanity_val_steps=0,
+        enable_model_summary=False,
         callbacks=[*_instantiate_all(callbacks), clock],
         logger=_instantiate_all(cfg.get("logger")) or False,
     )
@@ -183,36 +199,77 @@ def bench_framework(cfg: DictConfig, device: torch.device, warmup: int, steps: i
     return Throughput("(b) framework loop", steps * batch / clock.seconds, _peak_mib(device))
 
 
+class CourseworkClips(Dataset):
+    """The coursework's data: one float32 ``.npy`` per clip, each item loaded from its file
+    and cut into windows: (audio [n_subclips, 1, subclip_len], labels [num_tags])."""
+
+    def __init__(self, paths: list[Path], labels: np.ndarray, n_subclips: int,
+                 subclip_len: int) -> None:  # fmt: skip
+        self.paths = paths
+        self.labels = labels.astype(np.float32)
+        self.windows = (n_subclips, 1, subclip_len)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        audio = np.load(self.paths[index])[: int(np.prod(self.windows))].reshape(self.windows)
+        return torch.from_numpy(audio), torch.from_numpy(self.labels[index])
+
+
 def bench_coursework(cfg: DictConfig, npy_dir: Path, device: torch.device, warmup: int,
                      steps: int) -> Throughput:  # fmt: skip
-    """(c): a Dataset over separate float32 .npy files, shuffled DataLoader batches of 10."""
+    """(c): ``CourseworkClips`` in shuffled ``DataLoader`` batches of 10 (default collate)."""
     paths = sorted(npy_dir.glob("*.npy"))
     labels = np.load(npy_dir.parent / "labels.npy")
-    dataset = ClipDataset(
-        NpyClipFiles(paths, [p.name for p in paths]),
-        labels,
-        [p.name for p in paths],
-        cfg.data.n_subclips,
-        cfg.data.subclip_len,
-    )
+    dataset = CourseworkClips(paths, labels, cfg.data.n_subclips, cfg.data.subclip_len)
     loader = DataLoader(dataset, batch_size=10, sampler=RandomSampler(dataset))
-    module = _module(cfg, [f"tag{k}" for k in range(labels.shape[1])]).to(device).train()
-    step = step_function(module)
+    module = build_module(cfg, [f"tag{k}" for k in range(labels.shape[1])]).to(device).train()
+    step = step_function(module, _bf16(cfg))
 
     def moved() -> Any:  # epoch after epoch, as many batches as asked for
         while True:
-            for batch in loader:
-                yield batch["audio"].to(device), batch["labels"].to(device)
+            for audio, labels in loader:
+                yield audio.to(device), labels.to(device)
 
     seconds = time_batches(moved(), step, warmup, steps, device)
     return Throughput("(c) coursework loop", steps * 10 / seconds, _peak_mib(device))
 
 
-def _module(cfg: DictConfig, tag_names: list[str]) -> TaggingModule:
-    return instantiate(
-        cfg.model,
-        optimizer=cfg.optimizer,
-        scheduler=cfg.get("scheduler"),
-        tag_names=tag_names,
-        _recursive_=False,
-    )
+def bench_rounds(cfg: DictConfig, npy_dir: Path, device: torch.device, warmup: int,
+                 steps: int, rounds: int) -> list[list[Throughput]]:  # fmt: skip
+    """(a), (b) and (c) in turn, ``rounds`` times, each from the run's seed: [round][way]."""
+    ways: list[Callable[[], Throughput]] = [
+        lambda: bench_step(cfg, device, warmup, steps),
+        lambda: bench_framework(cfg, device, warmup, steps),
+        lambda: bench_coursework(cfg, npy_dir, device, warmup, steps),
+    ]
+    results = []
+    for _ in range(rounds):
+        round_results = []
+        for way in ways:
+            L.seed_everything(cfg.seed, verbose=False)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            round_results.append(way())
+        results.append(round_results)
+    return results
+
+
+def median_throughputs(results: list[list[Throughput]]) -> list[Throughput]:
+    """Per way, the median clips/s over rounds and the lowest peak memory: on a GPU the
+    way's own peak (reset before each way), on CPU the process's peak RSS so far, which
+    only grows, so its first-round value."""
+    return [
+        Throughput(
+            way[0].name,
+            statistics.median(r.clips_per_s for r in way),
+            min(r.peak_mib for r in way),
+        )
+        for way in zip(*results, strict=True)
+    ]
+
+
+def _bf16(cfg: DictConfig) -> bool:
+    """Whether the run trains under bfloat16 autocast (``trainer.precision=bf16-mixed``)."""
+    return str(cfg.trainer.get("precision")).startswith("bf16")

@@ -1,13 +1,15 @@
 """``tagger bench``: training throughput of a model three ways, and their ratios.
 
     tagger bench [--model baseline] [--stride 256] [--device cpu|cuda] [--clips 2000]
-                 [--store STORE] [--steps 50] [--warmup 5] [--dir DIR] [overrides ...]
+                 [--store STORE] [--steps 100] [--warmup 10] [--rounds 5] [--dir DIR]
+                 [overrides ...]
 
 Writes ``--clips`` random MTAT-sized clips (29.1 s at 12 kHz) as a clip store and as
 float32 .npy files in a temporary folder (deleted afterwards), or reads ``--store`` and
 writes only the .npy copies, then prints clips/s, seconds per MTAT-sized epoch (16,963
 clips) and peak memory for (a) the model step alone, (b) the framework's training loop
-and (c) the coursework's loop. Extra arguments are ``train.py`` overrides, e.g.
+and (c) the coursework's loop: the median of ``--rounds`` rounds of all three in turn,
+and the ratios of each round. Extra arguments are ``train.py`` overrides, e.g.
 ``data.batch_size=64`` or ``data.num_workers=1``.
 """
 
@@ -16,10 +18,10 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+import statistics
 import tempfile
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 
@@ -27,12 +29,11 @@ from tagger.bench import (
     MTAT_EPOCH_CLIPS,
     Throughput,
     bench_config,
-    bench_coursework,
-    bench_framework,
-    bench_step,
+    bench_rounds,
+    median_throughputs,
     write_clips,
 )
-from tagger.data.store import ClipStore
+from tagger.data.store import META_FILE, ClipStore
 
 
 def parser() -> argparse.ArgumentParser:
@@ -42,9 +43,12 @@ def parser() -> argparse.ArgumentParser:
     main.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     main.add_argument("--clips", type=int, default=2000, help="clips to generate")
     main.add_argument("--store", type=Path, help="an existing store instead of generated clips")
-    main.add_argument("--steps", type=int, default=50, help="timed batches per way")
-    main.add_argument("--warmup", type=int, default=5, help="untimed batches first")
-    main.add_argument("--dir", type=Path, help="where to write the clips (default: a temp dir)")
+    main.add_argument("--steps", type=int, default=100, help="timed batches per way and round")
+    main.add_argument("--warmup", type=int, default=10, help="untimed batches first")
+    main.add_argument("--rounds", type=int, default=5, help="rounds of (a), (b), (c) in turn")
+    main.add_argument(
+        "--dir", type=Path, help="keep the clips here, for the next run (default: a temp dir)"
+    )
     main.add_argument("overrides", nargs="*", help="train.py overrides")
     return main
 
@@ -58,17 +62,30 @@ def _npy_copies(store: Path, out: Path, n_clips: int) -> None:
     np.save(out.parent / "labels.npy", clips.labels[:n_clips])
 
 
-def report(results: list[Throughput]) -> str:
-    """The table and the ratios, as printed."""
-    step, framework, coursework = results
-    lines = [f"{'':<24}{'clips/s':>10}{'s/epoch':>10}{'peak MiB':>10}"]
+def _ratios(step: Throughput, framework: Throughput, coursework: Throughput) -> tuple[float, ...]:
+    """(b)/(a), (c)/(a) and (b)/(c) of one round."""
+    return (
+        framework.clips_per_s / step.clips_per_s,
+        coursework.clips_per_s / step.clips_per_s,
+        framework.clips_per_s / coursework.clips_per_s,
+    )
+
+
+def report(results: list[list[Throughput]]) -> str:
+    """The median table, then the ratios of every round and their medians, as printed."""
+    lines = [f"{'median of ' + str(len(results)) + ' rounds':<24}"
+             f"{'clips/s':>10}{'s/epoch':>10}{'peak MiB':>10}"]  # fmt: skip
     lines += [
-        f"{r.name:<24}{r.clips_per_s:>10.1f}{r.epoch_s:>10.1f}{r.peak_mib:>10.0f}" for r in results
+        f"{r.name:<24}{r.clips_per_s:>10.1f}{r.epoch_s:>10.1f}{r.peak_mib:>10.0f}"
+        for r in median_throughputs(results)
     ]
+    ratios = [_ratios(*round_results) for round_results in results]
+    lines.append(f"{'round':<8}{'(b)/(a)':>10}{'(c)/(a)':>10}{'(b)/(c)':>10}")
+    for i, (ba, ca, bc) in enumerate(ratios, 1):
+        lines.append(f"{i:<8}{ba:>10.0%}{ca:>10.0%}{bc:>9.2f}x")
+    ba, ca, bc = (statistics.median(column) for column in zip(*ratios, strict=True))
     lines += [
-        f"(b)/(a) = {framework.clips_per_s / step.clips_per_s:.0%}   "
-        f"(c)/(a) = {coursework.clips_per_s / step.clips_per_s:.0%}   "
-        f"(b)/(c) = {framework.clips_per_s / coursework.clips_per_s:.2f}x",
+        f"{'median':<8}{ba:>10.0%}{ca:>10.0%}{bc:>9.2f}x",
         f"(s/epoch: an MTAT-sized epoch of {MTAT_EPOCH_CLIPS:,} clips)",
     ]
     return "\n".join(lines)
@@ -81,11 +98,11 @@ def main() -> None:
     work = args.dir or Path(tempfile.mkdtemp(prefix="tagger-bench-"))
     try:
         needed = (args.warmup + args.steps) * 10
-        if args.store:
-            store = args.store
-            _npy_copies(store, work / "npy", min(needed, ClipStore(store).audio.shape[0]))
-        else:
+        store = args.store or work / "store"
+        if not (store / META_FILE).is_file():  # a --dir of an earlier run is reused
             store = write_clips(work, args.clips)
+        elif not (work / "npy").is_dir():
+            _npy_copies(store, work / "npy", min(needed, ClipStore(store).audio.shape[0]))
         cfg = bench_config(
             store,
             work / "run",
@@ -93,15 +110,9 @@ def main() -> None:
              *args.overrides],
         )  # fmt: skip
         print(f"{args.model} {args.stride}/{args.stride}, batch {cfg.data.batch_size}, "
-              f"{args.steps} timed steps, device {device}, store {store}")  # fmt: skip
-        results = []
-        for run in (
-            lambda: bench_step(cfg, device, args.warmup, args.steps),
-            lambda: bench_framework(cfg, device, args.warmup, args.steps),
-            lambda: bench_coursework(cfg, work / "npy", device, args.warmup, args.steps),
-        ):
-            L.seed_everything(cfg.seed, verbose=False)
-            results.append(run())
+              f"{args.rounds} rounds of {args.steps} timed steps, device {device}, "
+              f"store {store}")  # fmt: skip
+        results = bench_rounds(cfg, work / "npy", device, args.warmup, args.steps, args.rounds)
         print(report(results))
     finally:
         if not args.dir:
