@@ -15,7 +15,9 @@ spoils one round, not one way, and the median round shows the steady ratios.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
 import resource
 import statistics
 import time
@@ -194,7 +196,8 @@ def bench_framework(cfg: DictConfig, device: torch.device, warmup: int, steps: i
         callbacks=[*_instantiate_all(callbacks), clock],
         logger=_instantiate_all(cfg.get("logger")) or False,
     )
-    trainer.fit(module, datamodule=datamodule)
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        trainer.fit(module, datamodule=datamodule)  # the progress bar runs, unseen
     batch = cfg.data.batch_size
     return Throughput("(b) framework loop", steps * batch / clock.seconds, _peak_mib(device))
 
