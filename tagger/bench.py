@@ -4,7 +4,7 @@
     on batches already in memory on the device, as the data module delivers them
     (a few distinct batches in turn): the limit set by the arithmetic.
 (b) ``framework``: the full training loop, Lightning ``Trainer`` over ``StoreDataModule``,
-    configured as ``train.py`` configures it (loggers, progress bar, step timer; no validation).
+    configured as ``train.py`` configures it (loggers, progress bar, step log; no validation).
 (c) ``coursework``: a ``Dataset`` over one float32 ``.npy`` file per clip, ``DataLoader``
     batches of 10, and the same step as (a) in a plain loop.
 

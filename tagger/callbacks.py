@@ -49,10 +49,10 @@ class StepLog(Callback):
         self._write(trainer)
         if self._epoch_loss:
             means = {
-                "train/loss": torch.stack(self._epoch_loss).mean(),
+                "train/loss": _stacked(self._epoch_loss).mean(),
                 "train/step_time": sum(self._epoch_seconds) / len(self._epoch_seconds),
             }
-            pl_module.log_dict(means, prog_bar=True, logger=False)
+            pl_module.log_dict(means, prog_bar=True, logger=False, sync_dist=True)
         self._epoch_loss, self._epoch_seconds = [], []
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -67,13 +67,13 @@ class StepLog(Callback):
         a run resumed mid-epoch logs and averages what an uninterrupted one would."""
         return {
             "pending": [(step, epoch, float(loss), s) for step, epoch, loss, s in self._pending],
-            "epoch_loss": torch.stack(self._epoch_loss).tolist() if self._epoch_loss else [],
+            "epoch_loss": _stacked(self._epoch_loss).tolist() if self._epoch_loss else [],
             "epoch_seconds": list(self._epoch_seconds),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._pending = [(step, epoch, torch.tensor(loss), sec)
-                         for step, epoch, loss, sec in state_dict["pending"]]  # fmt: skip
+        self._pending = [(step, epoch, torch.tensor(loss), seconds)
+                         for step, epoch, loss, seconds in state_dict["pending"]]  # fmt: skip
         self._epoch_loss = [torch.tensor(loss) for loss in state_dict["epoch_loss"]]
         self._epoch_seconds = list(state_dict["epoch_seconds"])
 
@@ -81,12 +81,18 @@ class StepLog(Callback):
         """Hand the pending steps to every logger (one device sync for all their losses)."""
         if not self._pending:
             return
-        losses = torch.stack([loss for _, _, loss, _ in self._pending]).tolist()
+        losses = _stacked([loss for _, _, loss, _ in self._pending]).tolist()
         for (step, epoch, _, seconds), loss in zip(self._pending, losses, strict=True):
             row = {"train/loss": loss, "train/step_time": seconds, "epoch": epoch}
             for logger in trainer.loggers:
                 logger.log_metrics(row, step=step)
         self._pending = []
+
+
+def _stacked(losses: list[Tensor]) -> Tensor:
+    """Scalar losses [n] on the device of the newest (those from a checkpoint are on CPU)."""
+    device = losses[-1].device
+    return torch.stack([loss.to(device) for loss in losses])
 
 
 class StoreRunConfig(Callback):
