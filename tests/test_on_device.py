@@ -7,7 +7,6 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from tagger.cli.train import train
-from tagger.config import ConfigError
 from tagger.data.clips import DeviceBatches, EpochShuffleSampler, to_device
 from tagger.data.synthetic import SyntheticDataModule
 
@@ -45,17 +44,35 @@ def test_evaluation_batches_are_in_file_order() -> None:
     assert torch.cat([b["index"] for b in batches]).tolist() == list(range(7))
 
 
-def test_training_on_device_gives_the_loader_run_s_metrics(train_config) -> None:
-    on_host = train(train_config("trainer.max_epochs=2", run="host"))
-    on_device = train(train_config("trainer.max_epochs=2", "data.on_device=true", run="device"))
+@pytest.mark.parametrize(
+    "windows", [[], ["+data.random_windows=true", "+data.train_subclips=1"]],
+    ids=["consecutive", "random_windows"],
+)  # fmt: skip
+def test_training_on_device_gives_the_loader_run_s_metrics(train_config, windows) -> None:
+    on_host = train(train_config("trainer.max_epochs=2", *windows, run="host"))
+    on_device = train(
+        train_config("trainer.max_epochs=2", "data.on_device=true", *windows, run="device")
+    )
     for key in ("train/loss", "train/auc", "val/auc", "val/loss"):
         assert on_device["final"][key] == on_host["final"][key], key
     assert on_device["test"]["auc"] == on_host["test"]["auc"]
 
 
-def test_random_windows_on_device_is_refused() -> None:
-    with pytest.raises(ConfigError, match=r"data\.on_device and data\.random_windows"):
-        SyntheticDataModule(**LOADER_ARGS, on_device=True, random_windows=True)
+@pytest.mark.parametrize("epoch", [0, 1])
+def test_random_windows_on_device_are_the_loader_s(epoch: int) -> None:
+    args = {**LOADER_ARGS, "random_windows": True, "train_subclips": 3}
+    host = SyntheticDataModule(**args)
+    device = SyntheticDataModule(**args, on_device=True)
+    host.setup(), device.setup()
+    expected, got = epoch_batches(host, epoch), epoch_batches(device, epoch)
+    assert len(got) == 5 and got[0]["audio"].shape == (5, 3, 1, 4096)
+    for a, b in zip(expected, got, strict=True):
+        torch.testing.assert_close(b["index"], a["index"])
+        assert b["audio"].dtype == a["audio"].dtype and torch.equal(b["audio"], a["audio"])
+    clip = got[0]["index"][0].item()
+    other_epoch = next(b for b in epoch_batches(device, epoch + 1) if clip in b["index"].tolist())
+    row = other_epoch["index"].tolist().index(clip)
+    assert not torch.equal(other_epoch["audio"][row], got[0]["audio"][0])  # new windows
 
 
 @pytest.mark.parametrize("shuffled", [False, True])

@@ -113,11 +113,11 @@ class ClipDataset(Dataset):
         """All samples of clip ``index`` [samples], as ``checked`` gives them."""
         return self.checked(np.asarray(self.audio[index])[None], [index])[0]
 
-    def rows(self, indices: Sequence[int]) -> np.ndarray:
-        """The model's samples of clips ``indices``, [len(indices), n_subclips * subclip_len],
-        read with one copy and ``checked``."""
-        samples = read_rows(self.audio, indices, self.n_subclips * self.subclip_len)
-        return self.checked(samples, indices)
+    def rows(self, indices: Sequence[int], length: int | None = None) -> np.ndarray:
+        """The first ``length`` samples (default: the model's, n_subclips * subclip_len) of
+        clips ``indices``: [len(indices), length], read with one copy and ``checked``."""
+        length = length or self.n_subclips * self.subclip_len
+        return self.checked(read_rows(self.audio, indices, length), indices)
 
     def batch(self, indices: Sequence[int], samples: np.ndarray) -> dict[str, torch.Tensor]:
         """The batch of clips ``indices`` with windows ``samples`` [B, windows * subclip_len]."""
@@ -168,13 +168,17 @@ class RandomWindows(Dataset):
     def __len__(self) -> int:
         return len(self.clips)
 
+    def starts(self, index: int, epoch: int) -> np.ndarray:
+        """Where the windows of clip ``index`` start in ``epoch``: int64 [n_windows]."""
+        rng = np.random.default_rng([self.seed, epoch, index])
+        clip_samples = self.clips.audio.shape[1]
+        return rng.integers(0, clip_samples - self.clips.subclip_len + 1, size=self.n_windows)
+
     def windows(self, index: int, epoch: int) -> np.ndarray:
         """The random windows of clip ``index`` in ``epoch``: [n_windows * subclip_len]."""
         samples = self.clips.clip(index)
         length = self.clips.subclip_len
-        rng = np.random.default_rng([self.seed, epoch, index])
-        starts = rng.integers(0, len(samples) - length + 1, size=self.n_windows)
-        return np.concatenate([samples[start : start + length] for start in starts])
+        return np.concatenate([samples[s : s + length] for s in self.starts(index, epoch)])
 
     def __getitems__(self, keys: Sequence[tuple[int, int]]) -> dict[str, torch.Tensor]:
         """The batch of ``(index, epoch)`` keys (see ``collate_clips``)."""
@@ -227,19 +231,21 @@ class EpochShuffleSampler(Sampler):
         return iter(order)
 
 
-def to_device(clips: ClipDataset, device: torch.device, chunk: int = 256) -> tuple[Tensor, Tensor]:
+def to_device(clips: ClipDataset, device: torch.device, whole_clips: bool = False,
+              chunk: int = 256) -> tuple[Tensor, Tensor]:  # fmt: skip
     """A split's windows and labels, copied to ``device`` once, as the loader reads them.
 
-    Returns audio [clips, n_subclips * subclip_len] (int16 for stores and the built-in
-    data: half the memory of float32; float32 otherwise) and float32 labels [clips,
-    num_tags]. Clips are copied ``chunk`` at a time, so host memory stays bounded.
+    Returns audio [clips, n_subclips * subclip_len], or [clips, clip samples] with
+    ``whole_clips`` (for random windows), int16 for stores and the built-in data (half
+    the memory of float32), float32 otherwise; and float32 labels [clips, num_tags].
+    Clips are copied ``chunk`` at a time, so host memory stays bounded.
     """
-    length = clips.n_subclips * clips.subclip_len
-    first = torch.from_numpy(clips.rows([0]))
+    length = clips.audio.shape[1] if whole_clips else clips.n_subclips * clips.subclip_len
+    first = torch.from_numpy(clips.rows([0], length))
     audio = torch.empty((len(clips), length), dtype=first.dtype, device=device)
     for start in range(0, len(clips), chunk):
         rows = range(start, min(start + chunk, len(clips)))
-        audio[start : rows.stop] = torch.from_numpy(clips.rows(rows))
+        audio[start : rows.stop] = torch.from_numpy(clips.rows(rows, length))
     labels = torch.as_tensor(np.asarray(clips.labels), dtype=torch.float32, device=device)
     return audio, labels
 
@@ -258,11 +264,13 @@ class DeviceBatches:
     multiple of ``world_size``: the shards ``DistributedSampler`` gives a DataLoader.
 
     Args:
-        audio, labels: from ``to_device``.
+        audio, labels: from ``to_device`` (whole clips with ``random_windows``).
         n_subclips, subclip_len: how each clip's samples are cut into windows.
         batch_size: clips per batch.
         sampler: the training order; None for evaluation (file order).
         rank, world_size: this process and the number of processes (DDP).
+        random_windows: cut each clip's windows where these ``RandomWindows`` put them in
+            the sampler's epoch (the same windows as the loader), not consecutively.
     """
 
     def __init__(
@@ -275,10 +283,12 @@ class DeviceBatches:
         sampler: EpochShuffleSampler | None = None,
         rank: int = 0,
         world_size: int = 1,
+        random_windows: RandomWindows | None = None,
     ) -> None:
         self.audio = audio
         self.labels = labels
         self.windows = (n_subclips, 1, subclip_len)
+        self.random_windows = random_windows
         self.batch_size = batch_size
         self.sampler = sampler
         self.batch_sampler = None  # read by Lightning next to ``sampler``, as on a DataLoader
@@ -294,8 +304,10 @@ class DeviceBatches:
         device = self.audio.device
         if self.sampler is None:
             order = torch.arange(len(self.audio), device=device)
-        else:
-            order = torch.as_tensor(list(self.sampler), device=device)
+        else:  # with_epoch samplers (random windows) yield (index, epoch) keys
+            keys = list(self.sampler)
+            order = torch.as_tensor([k[0] for k in keys] if self.sampler.with_epoch else keys)
+            order = order.to(device)
         if self.world_size == 1:
             return order
         padding = -len(order) % self.world_size
@@ -303,8 +315,16 @@ class DeviceBatches:
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
         for index in self.order().split(self.batch_size):
-            yield {
-                "audio": self.audio[index].view(len(index), *self.windows),
-                "labels": self.labels[index],
-                "index": index,
-            }
+            yield {"audio": self.audio_of(index), "labels": self.labels[index], "index": index}
+
+    def audio_of(self, index: Tensor) -> Tensor:
+        """The windows of clips ``index`` [B]: [B, windows, 1, subclip_len], one gather."""
+        n_windows, _, length = self.windows
+        if self.random_windows is None:
+            return self.audio[index, : n_windows * length].view(len(index), *self.windows)
+        epoch = self.sampler.epoch if self.sampler is not None else 0
+        starts = np.stack([self.random_windows.starts(i, epoch) for i in index.tolist()])
+        offsets = torch.arange(length, device=index.device)
+        positions = torch.as_tensor(starts, device=index.device)[..., None] + offsets
+        samples = self.audio[index[:, None, None], positions]  # [B, windows, length]
+        return samples.unsqueeze(2)

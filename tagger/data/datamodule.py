@@ -10,7 +10,6 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 
-from tagger.config import ConfigError
 from tagger.data.clips import (
     ClipDataset,
     DeviceBatches,
@@ -47,7 +46,8 @@ class ClipDataModule(LightningDataModule):
         on_device: copy each split whole onto the training device (int16 for stores: MTAT
             at 12 kHz is about 12 GB) and form batches there, with no per-clip work on the
             host; the same batches in the same order as the loader otherwise gives (under
-            DDP every process holds the split and takes its shard of each epoch's order).
+            DDP every process holds the split and takes its shard of each epoch's order;
+            with ``random_windows`` the training clips are held whole).
     """
 
     def __init__(
@@ -63,11 +63,6 @@ class ClipDataModule(LightningDataModule):
         on_device: bool = False,
     ) -> None:
         super().__init__()
-        if on_device and random_windows:
-            raise ConfigError(
-                "data.on_device and data.random_windows cannot be combined yet; "
-                "set one of them to false"
-            )
         self.n_subclips = n_subclips
         self.subclip_len = subclip_len
         self.sample_rate = sample_rate
@@ -77,7 +72,8 @@ class ClipDataModule(LightningDataModule):
         self.random_windows = random_windows
         self.train_subclips = train_subclips or n_subclips
         self.on_device = on_device
-        self._device_splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        # (split, whole clips) -> audio and labels on the device
+        self._device_splits: dict[tuple[str, bool], tuple[torch.Tensor, torch.Tensor]] = {}
         self.splits: dict[str, ClipDataset] = {}
         self._resume_at: dict[str, int] = {}
 
@@ -110,20 +106,32 @@ class ClipDataModule(LightningDataModule):
             raise KeyError(f"this data has no {split!r} split; it has {sorted(self.splits)}")
         return self._loader(self.splits[split], sampler=None, split=split)
 
-    def _device_batches(self, split: str, sampler: EpochShuffleSampler | None) -> DeviceBatches:
-        """``data.on_device``: the split copied to the training device once, then batches."""
+    def _device_batches(
+        self,
+        split: str,
+        sampler: EpochShuffleSampler | None,
+        windows: RandomWindows | None,
+    ) -> DeviceBatches:
+        """``data.on_device``: the split copied to the training device once, then batches
+        (whole clips for random ``windows``, else the model's windows)."""
         trainer = self.trainer
-        if split not in self._device_splits:
+        key = (split, windows is not None)
+        if key not in self._device_splits:
             device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-            self._device_splits[split] = to_device(self.splits[split], device)
-        audio, labels = self._device_splits[split]
+            self._device_splits[key] = to_device(self.splits[split], device, whole_clips=key[1])
         shard = (
             {"rank": trainer.global_rank, "world_size": trainer.world_size}
             if trainer is not None
             else {}
         )
         return DeviceBatches(
-            audio, labels, self.n_subclips, self.subclip_len, self.batch_size, sampler, **shard
+            *self._device_splits[key],
+            windows.n_windows if windows is not None else self.n_subclips,
+            self.subclip_len,
+            self.batch_size,
+            sampler,
+            random_windows=windows,
+            **shard,
         )
 
     def _loader(
@@ -133,7 +141,8 @@ class ClipDataModule(LightningDataModule):
         split: str,
     ) -> DataLoader | DeviceBatches:
         if self.on_device:
-            return self._device_batches(split, sampler)
+            windows = dataset if isinstance(dataset, RandomWindows) else None
+            return self._device_batches(split, sampler, windows)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
