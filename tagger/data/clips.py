@@ -154,8 +154,9 @@ class RandomWindows(Dataset):
     """Training view of a ``ClipDataset``: ``n_windows`` windows at random offsets per clip.
 
     Items are keyed by ``(index, epoch)`` (see ``EpochShuffleSampler(with_epoch=True)``);
-    the offsets are drawn from a generator seeded by (seed, epoch, index), so a resumed
-    run sees the windows an uninterrupted one would, whatever the loader workers.
+    the offsets of an epoch are drawn at once from a generator seeded by (seed, epoch),
+    so a resumed run sees the windows an uninterrupted one would, whatever the loader
+    workers, and ``DeviceBatches`` gathers the same windows without per-clip Python.
     """
 
     def __init__(self, clips: ClipDataset, n_windows: int, seed: int) -> None:
@@ -164,21 +165,25 @@ class RandomWindows(Dataset):
         self.clips = clips
         self.n_windows = n_windows
         self.seed = seed
+        self._drawn: tuple[int, np.ndarray] | None = None  # (epoch, its starts)
 
     def __len__(self) -> int:
         return len(self.clips)
 
-    def starts(self, index: int, epoch: int) -> np.ndarray:
-        """Where the windows of clip ``index`` start in ``epoch``: int64 [n_windows]."""
-        rng = np.random.default_rng([self.seed, epoch, index])
-        clip_samples = self.clips.audio.shape[1]
-        return rng.integers(0, clip_samples - self.clips.subclip_len + 1, size=self.n_windows)
+    def epoch_starts(self, epoch: int) -> np.ndarray:
+        """Where every clip's windows start in ``epoch``: int64 [clips, n_windows]."""
+        if self._drawn is None or self._drawn[0] != epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            last = self.clips.audio.shape[1] - self.clips.subclip_len
+            self._drawn = (epoch, rng.integers(0, last + 1, size=(len(self), self.n_windows)))
+        return self._drawn[1]
 
     def windows(self, index: int, epoch: int) -> np.ndarray:
         """The random windows of clip ``index`` in ``epoch``: [n_windows * subclip_len]."""
         samples = self.clips.clip(index)
         length = self.clips.subclip_len
-        return np.concatenate([samples[s : s + length] for s in self.starts(index, epoch)])
+        starts = self.epoch_starts(epoch)[index]
+        return np.concatenate([samples[s : s + length] for s in starts])
 
     def __getitems__(self, keys: Sequence[tuple[int, int]]) -> dict[str, torch.Tensor]:
         """The batch of ``(index, epoch)`` keys (see ``collate_clips``)."""
@@ -289,6 +294,7 @@ class DeviceBatches:
         self.labels = labels
         self.windows = (n_subclips, 1, subclip_len)
         self.random_windows = random_windows
+        self._starts: tuple[int, Tensor] | None = None  # (epoch, window starts on the device)
         self.batch_size = batch_size
         self.sampler = sampler
         self.batch_sampler = None  # read by Lightning next to ``sampler``, as on a DataLoader
@@ -323,8 +329,9 @@ class DeviceBatches:
         if self.random_windows is None:
             return self.audio[index, : n_windows * length].view(len(index), *self.windows)
         epoch = self.sampler.epoch if self.sampler is not None else 0
-        starts = np.stack([self.random_windows.starts(i, epoch) for i in index.tolist()])
+        if self._starts is None or self._starts[0] != epoch:  # once per epoch, to the device
+            starts = torch.as_tensor(self.random_windows.epoch_starts(epoch), device=index.device)
+            self._starts = (epoch, starts)
         offsets = torch.arange(length, device=index.device)
-        positions = torch.as_tensor(starts, device=index.device)[..., None] + offsets
-        samples = self.audio[index[:, None, None], positions]  # [B, windows, length]
-        return samples.unsqueeze(2)
+        positions = self._starts[1][index][..., None] + offsets  # [B, windows, length]
+        return self.audio[index[:, None, None], positions].unsqueeze(2)
