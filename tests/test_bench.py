@@ -55,3 +55,20 @@ def test_bench_runs_the_three_ways_and_reuses_its_clips(tmp_path: Path) -> None:
     again = run_cli(*args, "--rounds", "1", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert meta.stat().st_mtime_ns == written  # the clips of the first run, not new ones
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--store", "/nonexistent/store"], "data.path=/nonexistent/store is not a clip store"),
+        (["--clips", "5"], "argument --clips: must be at least 20, not 5"),
+        (["model=nope"], "unknown model 'nope'"),
+        (["data.nokey=3"], "bad override: Could not override 'data.nokey'"),
+    ],
+)
+def test_bad_arguments_fail_in_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    result = run_cli("-m", "tagger", "bench", "--dir", str(tmp_path / "clips"), *args,
+                     cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert message in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "clips" / "store").exists()  # failed before writing any clips

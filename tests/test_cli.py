@@ -77,6 +77,7 @@ def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path: Pat
         (["-m", "optimizer=sgd,adamx"], "unknown optimizer 'adamx'"),
         (["data.subclip_len=1000"], "too short"),
         (["model.aggregation=max"], "model.aggregation must be one of"),
+        (["stride=256", "length=abc"], "conv.length must be a whole number of samples"),
     ],
 )
 def test_bad_override_fails_at_start_up_in_one_line(tmp_path, overrides, message) -> None:

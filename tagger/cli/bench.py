@@ -20,20 +20,37 @@ import logging
 import shutil
 import statistics
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
 
 from tagger.bench import (
     MTAT_EPOCH_CLIPS,
+    VAL_CLIPS,
     Throughput,
     bench_config,
     bench_rounds,
     median_throughputs,
     write_clips,
 )
+from tagger.config import ConfigError, check_group_choices, exit_on_config_error
 from tagger.data.store import META_FILE, ClipStore
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer no smaller than ``minimum``."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+
+    return parse
 
 
 def parser() -> argparse.ArgumentParser:
@@ -41,11 +58,14 @@ def parser() -> argparse.ArgumentParser:
     main.add_argument("--model", default="baseline", help="a conf/model name")
     main.add_argument("--stride", type=int, default=256, help="first-layer stride = length")
     main.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    main.add_argument("--clips", type=int, default=2000, help="clips to generate")
+    main.add_argument("--clips", type=_at_least(VAL_CLIPS + 10), default=2000,
+                      help="clips to generate (the last 10 are the val split)")  # fmt: skip
     main.add_argument("--store", type=Path, help="an existing store instead of generated clips")
-    main.add_argument("--steps", type=int, default=100, help="timed batches per way and round")
-    main.add_argument("--warmup", type=int, default=10, help="untimed batches first")
-    main.add_argument("--rounds", type=int, default=5, help="rounds of (a), (b), (c) in turn")
+    main.add_argument("--steps", type=_at_least(1), default=100,
+                      help="timed batches per way and round")  # fmt: skip
+    main.add_argument("--warmup", type=_at_least(0), default=10, help="untimed batches first")
+    main.add_argument("--rounds", type=_at_least(1), default=5,
+                      help="rounds of (a), (b), (c) in turn")  # fmt: skip
     main.add_argument(
         "--dir", type=Path, help="keep the clips here, for the next run (default: a temp dir)"
     )
@@ -97,23 +117,27 @@ def main() -> None:
     device = torch.device(args.device)
     work = args.dir or Path(tempfile.mkdtemp(prefix="tagger-bench-"))
     try:
-        needed = (args.warmup + args.steps) * 10
-        store = args.store or work / "store"
-        if not (store / META_FILE).is_file():  # a --dir of an earlier run is reused
-            store = write_clips(work, args.clips)
-        elif not (work / "npy").is_dir():
-            _npy_copies(store, work / "npy", min(needed, ClipStore(store).audio.shape[0]))
-        cfg = bench_config(
-            store,
-            work / "run",
-            [f"model={args.model}", f"stride={args.stride}", "data.n_subclips=10",
-             *args.overrides],
-        )  # fmt: skip
+        overrides = [f"model={args.model}", f"stride={args.stride}", "data.n_subclips=10",
+                     *args.overrides]  # fmt: skip
+        check_group_choices(overrides)
+        store = ClipStore(args.store).path if args.store else work / "store"
+        try:  # the config first, so a bad override fails before any clip is written
+            cfg = bench_config(store, work / "run", overrides)
+        except (HydraException, OmegaConfBaseException) as error:
+            raise ConfigError(f"bad override: {str(error).splitlines()[0]}") from None
+        if args.store:
+            needed = min((args.warmup + args.steps) * 10, ClipStore(store).audio.shape[0])
+            _npy_copies(store, work / "npy", needed)
+        elif not (store / META_FILE).is_file():  # else the clips of an earlier run in --dir
+            write_clips(work, args.clips)
         print(f"{args.model} {args.stride}/{args.stride}, batch {cfg.data.batch_size}, "
               f"{args.rounds} rounds of {args.steps} timed steps, device {device}, "
               f"store {store}")  # fmt: skip
         results = bench_rounds(cfg, work / "npy", device, args.warmup, args.steps, args.rounds)
         print(report(results))
+    except Exception as error:  # a bad --store or override: one line, no traceback
+        exit_on_config_error(error)
+        raise
     finally:
         if not args.dir:
             shutil.rmtree(work, ignore_errors=True)

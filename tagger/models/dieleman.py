@@ -52,6 +52,9 @@ def pooled_frames(subclip_len: int, conv_length: int, conv_stride: int, pool_siz
     Raises ConfigError, naming the config keys to change, when the stride exceeds the
     length or when no frame would be left.
     """
+    for key, value in (("conv.length", conv_length), ("conv.stride", conv_stride)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be a whole number of samples, not {value!r}")
     if not 0 < conv_stride <= conv_length:
         raise ConfigError(
             f"first-layer stride {conv_stride} must be between 1 and its length {conv_length} "
