@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from tagger.config import ConfigError
 from tagger.data.clips import BadClipError, ClipDataset, RandomWindows, collate_clips
 from tagger.data.coursework import CLIP_SAMPLES, NpyClipFiles
 from tagger.data.store import ClipStore, StoreClip, StorePlan, StoreWriter
@@ -98,3 +100,21 @@ def test_random_window_batches_equal_their_items(raw: np.ndarray) -> None:
     for row, key in enumerate(keys):
         assert torch.equal(batch["audio"][row], windows[key]["audio"])
     assert not torch.equal(batch["audio"][0], batch["audio"][2])  # new offsets each epoch
+
+
+def test_a_store_is_read_through_a_memory_map_where_there_is_no_preadv(
+    raw: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delattr(os, "preadv")
+    audio = ClipStore(_store(tmp_path, raw)).audio
+    np.testing.assert_array_equal(audio.read_rows([3, 1], 2000), raw[[3, 1], :2000])
+    np.testing.assert_array_equal(audio[5], raw[5])
+
+
+def test_a_store_cut_short_while_open_is_named(raw: np.ndarray, tmp_path: Path) -> None:
+    store = _store(tmp_path, raw)
+    audio = ClipStore(store).audio
+    os.truncate(store / "audio.bin", raw[:4].nbytes + 100)  # clip 4 half there, 5 gone
+    np.testing.assert_array_equal(audio.read_rows([3], 4000)[0], raw[3])
+    with pytest.raises(ConfigError, match=r"audio.bin ended inside clip row 4: .*prepare it again"):
+        audio.read_rows([2, 4], 4000)

@@ -237,38 +237,58 @@ def discard_partial(out: Path) -> None:
 class MappedClips:
     """The audio of a store as an array of clips: ``clips[i]`` is int16 [clip_samples].
 
-    Reads go through a read-only memory map; the pages of a clip are released from the
-    process once copied out, so resident memory stays at a few clips however many are
-    read (the OS page cache still keeps them for the next epoch).
+    Clips are copied from the file straight into the caller's array by positioned reads
+    (``os.preadv``): nothing of the file stays counted in the process's memory however
+    many clips are read (the OS page cache keeps them for the next epoch), and loader
+    processes share no file offset. Where the OS has no ``preadv``, the clips are copied
+    out of a read-only memory map whose pages are released after each read.
     """
 
     def __init__(self, path: Path, n_clips: int, clip_samples: int) -> None:
         self.path = path
         self.shape = (n_clips, clip_samples)
+        self._fd: int | None = None
         self._map: mmap.mmap | None = None
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def read_rows(self, indices: Sequence[int], length: int) -> np.ndarray:
-        """The first ``length`` samples of clips ``indices``, copied straight from the map
-        into one array: int16 [len(indices), length]."""
-        if self._map is None:  # opened lazily, so each loader worker maps the file itself
+        """The first ``length`` samples of clips ``indices``, read straight into one array:
+        int16 [len(indices), length]."""
+        rows = np.empty((len(indices), length), AUDIO_DTYPE)
+        row_bytes = self.shape[1] * AUDIO_DTYPE.itemsize
+        if not hasattr(os, "preadv"):
+            self._copy_from_map(rows, indices, row_bytes)
+            return rows
+        if self._fd is None:  # opened lazily, so each loader process opens the file itself
+            self._fd = os.open(self.path, os.O_RDONLY)
+        for row, index in zip(rows, indices, strict=True):
+            if os.preadv(self._fd, [row], int(index) * row_bytes) != row.nbytes:
+                raise ConfigError(
+                    f"{self.path} ended inside clip row {index}: the store is damaged; "
+                    "prepare it again"
+                )
+        return rows
+
+    def _copy_from_map(self, rows: np.ndarray, indices: Sequence[int], row_bytes: int) -> None:
+        if self._map is None:
             with open(self.path, "rb") as f:
                 self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        row_bytes = self.shape[1] * AUDIO_DTYPE.itemsize
-        rows = np.empty((len(indices), length), AUDIO_DTYPE)
         for row, index in zip(rows, indices, strict=True):
-            row[:] = np.frombuffer(self._map, AUDIO_DTYPE, length, int(index) * row_bytes)
+            row[:] = np.frombuffer(self._map, AUDIO_DTYPE, row.size, int(index) * row_bytes)
         if hasattr(mmap, "MADV_DONTNEED"):  # the whole map: the kernel maps pages around a
             self._map.madvise(mmap.MADV_DONTNEED)  # fault too, outside the clips' ranges
-        return rows
 
     def __getitem__(self, index: int) -> np.ndarray:
         return self.read_rows([index], self.shape[1])[0]
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_map": None}
+        return {**self.__dict__, "_fd": None, "_map": None}
+
+    def __del__(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
 
 
 class ClipStore:
