@@ -14,12 +14,12 @@ class StepLog(Callback):
     """Logs ``train/loss`` and ``train/step_time`` (wall seconds) of every training step.
 
     ``self.log`` in ``training_step`` costs about a millisecond a call in Lightning's
-    bookkeeping (5 % of a Dieleman step on CPU) and, on a GPU, a device sync per step.
-    This keeps each step's loss as a tensor and hands the values to the loggers every
-    ``every_n_steps`` steps and at the end of each epoch, each under its own step number
-    (optimizer steps before it: 0, 1, 2, ...). The epoch means go to the progress bar and
-    ``trainer.callback_metrics`` (so ``metrics.json``), not to the loggers. Checkpoints
-    hold the values not yet written, so a killed run loses none that its checkpoint saw.
+    bookkeeping (5 % of a Dieleman step on CPU). This keeps each step's loss as a tensor
+    and hands the values to the loggers every ``every_n_steps`` steps and at the end of
+    each epoch, each under its own step number (optimizer steps before it: 0, 1, 2, ...).
+    The epoch means go to the progress bar and ``trainer.callback_metrics`` (so
+    ``metrics.json``), not to the loggers. Checkpoints hold the values not yet written,
+    so a killed run loses none that its checkpoint saw.
     """
 
     def __init__(self, every_n_steps: int = 50) -> None:
