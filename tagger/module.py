@@ -61,6 +61,11 @@ class TaggingModule(LightningModule):
         aggregation: ``mean_logits`` (average logits, then sigmoid) or ``mean_probs``.
         input_scale: raw samples are divided by this (32768 maps int16-scale audio to
             [-1, 1]; use 1 for audio that is already in [-1, 1]).
+        finite_check_every: how often, in training steps, a NaN or infinite training loss
+            is looked for; None: every step on CPU, every 50 on an accelerator, where a
+            look waits for the device. Between looks the first bad step is noted on the
+            device, and a look always comes before a checkpoint is saved, so none holds
+            the weights of a diverged step. (Not a hyperparameter: not in checkpoints.)
     """
 
     def __init__(
@@ -71,6 +76,7 @@ class TaggingModule(LightningModule):
         scheduler: dict | None = None,
         aggregation: Aggregation = "mean_logits",
         input_scale: float = 32768.0,
+        finite_check_every: int | None = None,
     ) -> None:
         super().__init__()
         if aggregation not in AGGREGATIONS:
@@ -96,6 +102,8 @@ class TaggingModule(LightningModule):
         self.test_scores = EpochTagScores(len(self.tag_names))
         self.epoch_scores: dict[str, TagScores] = {}
         self._reported_skips: dict[str, list[str]] = {}
+        self.finite_check_every = finite_check_every
+        self._diverged: Tensor | None = None  # on the device: [first bad step or -1, loss, epoch]
 
     def forward(self, audio: Tensor) -> Tensor:
         """Raw clips [B, n_subclips, 1, T], float or int16 -> sub-clip logits [B, n_subclips, K]."""
@@ -108,11 +116,10 @@ class TaggingModule(LightningModule):
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
         logits = self(batch["audio"])
         loss = clip_loss(logits, batch["labels"], self.hparams.aggregation)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"{stage} loss is {loss.item()} at step {self.global_step} "
-                f"(epoch {self.current_epoch}); training stopped"
-            )
+        if stage == "train":
+            self._note_divergence(loss.detach())
+        elif not torch.isfinite(loss):
+            raise FloatingPointError(f"{stage} loss is {loss.item()} at step {self.global_step}")
         probs = clip_probabilities(logits.detach(), self.hparams.aggregation)
         getattr(self, f"{stage}_scores").update(probs, batch["labels"])
         return loss
@@ -120,6 +127,33 @@ class TaggingModule(LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         # train/loss of every step is logged by the StepLog callback (conf/callbacks/step_log)
         return self._shared_step(batch, "train")
+
+    def _note_divergence(self, loss: Tensor) -> None:
+        """Note the first step with a NaN or infinite loss, on the device (no waiting)."""
+        if self._diverged is None or self._diverged.device != loss.device:
+            self._diverged = torch.tensor([-1.0, 0.0, 0.0], device=loss.device)
+        step, value, epoch = self._diverged
+        first = (step < 0) & ~torch.isfinite(loss)
+        self._diverged = torch.stack([
+            torch.where(first, float(self.global_step), step),
+            torch.where(first, loss.float(), value),
+            torch.where(first, float(self.current_epoch), epoch),
+        ])  # fmt: skip
+
+    def _stop_if_diverged(self) -> None:
+        """Raise ``FloatingPointError`` naming the first step whose training loss was not finite."""
+        if self._diverged is None:
+            return
+        step, loss, epoch = self._diverged.tolist()
+        if step >= 0:
+            raise FloatingPointError(
+                f"train loss is {loss} at step {int(step)} (epoch {int(epoch)}); training stopped"
+            )
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        every = self.finite_check_every or (1 if self.device.type == "cpu" else 50)
+        if self.global_step % every == 0:
+            self._stop_if_diverged()
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         loss = self._shared_step(batch, "val")
@@ -173,6 +207,7 @@ class TaggingModule(LightningModule):
         self.train_scores.reset()
 
     def on_train_epoch_end(self) -> None:
+        self._stop_if_diverged()
         self._log_epoch_scores("train")
 
     def on_validation_epoch_end(self) -> None:
@@ -192,7 +227,9 @@ class TaggingModule(LightningModule):
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store every RNG state, so a resumed run draws what the uninterrupted one would."""
+        """Store every RNG state, so a resumed run draws what the uninterrupted one would;
+        refuse to save the weights of a run whose training loss went NaN or infinite."""
+        self._stop_if_diverged()
         checkpoint["rng_states"] = {
             "torch": torch.get_rng_state(),
             "numpy": _numpy_rng_state(),

@@ -28,8 +28,18 @@ def test_a_failing_sweep_job_is_recorded_and_the_others_run(tmp_path: Path) -> N
     assert "job 0 failed, the sweep goes on" in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize(
+    ("overrides", "last_step"),
+    [
+        ([], 6),  # looked for every step on CPU
+        (["+model.finite_check_every=5"], 6),  # noted at step 7, found at step 10
+        # found as the step checkpoint after step 7 is about to be saved: never saved
+        (["+model.finite_check_every=50", "callbacks.step_checkpoint.every_n_train_steps=1"], 7),
+    ],
+    ids=["every_step", "every_5_steps", "before_a_checkpoint"],
+)
 def test_nan_loss_stops_the_run_naming_the_step_and_keeps_the_checkpoint(
-    train_config, monkeypatch, capsys
+    train_config, monkeypatch, capsys, overrides, last_step
 ) -> None:
     real_forward = TaggingModule.forward
 
@@ -38,7 +48,7 @@ def test_nan_loss_stops_the_run_naming_the_step_and_keeps_the_checkpoint(
         return logits * float("nan") if self.training and self.global_step == 7 else logits
 
     monkeypatch.setattr(TaggingModule, "forward", forward_that_diverges_at_step_7)
-    cfg = train_config("trainer.max_epochs=3")  # 6 steps per epoch
+    cfg = train_config("trainer.max_epochs=3", *overrides)  # 6 steps per epoch
     with pytest.raises(SystemExit) as exit_info:
         hydra_main(cfg)
     assert exit_info.value.code == 1
@@ -54,5 +64,5 @@ def test_nan_loss_stops_the_run_naming_the_step_and_keeps_the_checkpoint(
     assert recorded["status"] == "failed" and "step 7" in recorded["error"]
 
     model, _ = load_checkpoint(last)
-    assert torch.load(last, weights_only=False)["global_step"] == 6  # the end of epoch 0
+    assert torch.load(last, weights_only=False)["global_step"] == last_step
     assert all(torch.isfinite(p).all() for p in model.parameters())
