@@ -96,15 +96,24 @@ def run_hydra_entry(hydra_main: Callable[[], object]) -> None:
 
 def compose_run_config(config_name: str, run_dir: Path, overrides: list[str]) -> DictConfig:
     """Compose ``conf/<config_name>.yaml`` with ``overrides`` as Hydra would for a run
-    writing into ``run_dir``, without launching one (for tests, benchmarks, notebooks)."""
+    writing into ``run_dir``, without launching one (for tests, benchmarks, notebooks).
+
+    An unknown group choice or an override Hydra cannot apply raises ``ConfigError``.
+    """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
+    check_group_choices(overrides)
     register_resolvers()
     GlobalHydra.instance().clear()
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    try:
+        with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+            cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as error:
+        raise ConfigError(f"bad override: {str(error).splitlines()[0]}") from None
     run_dir.mkdir(parents=True, exist_ok=True)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(run_dir)

@@ -25,8 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra.errors import HydraException
-from omegaconf.errors import OmegaConfBaseException
 
 from tagger.bench import (
     MTAT_EPOCH_CLIPS,
@@ -37,7 +35,7 @@ from tagger.bench import (
     median_throughputs,
     write_clips,
 )
-from tagger.config import ConfigError, check_group_choices, exit_on_config_error
+from tagger.config import exit_on_config_error
 from tagger.data.store import META_FILE, ClipStore
 
 
@@ -73,9 +71,8 @@ def parser() -> argparse.ArgumentParser:
     return main
 
 
-def _npy_copies(store: Path, out: Path, n_clips: int) -> None:
-    """The first ``n_clips`` clips of ``store`` as float32 .npy files (for the coursework way)."""
-    clips = ClipStore(store)
+def _npy_copies(clips: ClipStore, out: Path, n_clips: int) -> None:
+    """The first ``n_clips`` clips of a store as float32 .npy files (for the coursework way)."""
     out.mkdir(parents=True, exist_ok=True)
     for i in range(n_clips):
         np.save(out / f"clip_{i:05d}.npy", np.asarray(clips.audio[i], np.float32))
@@ -119,15 +116,13 @@ def main() -> None:
     try:
         overrides = [f"model={args.model}", f"stride={args.stride}", "data.n_subclips=10",
                      *args.overrides]  # fmt: skip
-        check_group_choices(overrides)
-        store = ClipStore(args.store).path if args.store else work / "store"
-        try:  # the config first, so a bad override fails before any clip is written
-            cfg = bench_config(store, work / "run", overrides)
-        except (HydraException, OmegaConfBaseException) as error:
-            raise ConfigError(f"bad override: {str(error).splitlines()[0]}") from None
-        if args.store:
-            needed = min((args.warmup + args.steps) * 10, ClipStore(store).audio.shape[0])
-            _npy_copies(store, work / "npy", needed)
+        given = ClipStore(args.store) if args.store else None
+        store = given.path if given else work / "store"
+        # the config first, so a bad override fails before any clip is written
+        cfg = bench_config(store, work / "run", overrides)
+        if given:
+            needed = min((args.warmup + args.steps) * 10, given.audio.shape[0])
+            _npy_copies(given, work / "npy", needed)
         elif not (store / META_FILE).is_file():  # else the clips of an earlier run in --dir
             write_clips(work, args.clips)
         print(f"{args.model} {args.stride}/{args.stride}, batch {cfg.data.batch_size}, "

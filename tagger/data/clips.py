@@ -132,8 +132,13 @@ class ClipDataset(Dataset):
         return self.batch(indices, self.rows(indices))
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
-        batch = self.__getitems__([index])
-        return {"audio": batch["audio"][0], "labels": batch["labels"][0], "index": index}
+        return _only_item(self.__getitems__([index]))
+
+
+def _only_item(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | int]:
+    """The item of a one-clip batch: ``audio`` [windows, 1, T], ``labels`` [K], ``index`` int."""
+    index = int(batch["index"][0])
+    return {"audio": batch["audio"][0], "labels": batch["labels"][0], "index": index}
 
 
 def collate_clips(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -191,8 +196,7 @@ class RandomWindows(Dataset):
         return self.clips.batch(indices, np.stack([self.windows(*key) for key in keys]))
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor | int]:
-        batch = self.__getitems__([key])
-        return {"audio": batch["audio"][0], "labels": batch["labels"][0], "index": key[0]}
+        return _only_item(self.__getitems__([key]))
 
 
 class EpochShuffleSampler(Sampler):
