@@ -64,10 +64,10 @@ class Throughput:
         return MTAT_EPOCH_CLIPS / self.clips_per_s
 
 
-def write_clips(directory: Path, n_clips: int, npy: bool = True) -> Path:
+def write_clips(directory: Path, n_clips: int) -> Path:
     """``n_clips`` random MTAT-sized clips (349,500 int16-scale samples, 29.1 s at 12 kHz) as
-    a store ``directory/store`` and, with ``npy``, as float32 files ``directory/npy/*.npy``.
-    The last ``VAL_CLIPS`` are the store's val split. Returns the store's path."""
+    a store ``directory/store`` and as float32 files ``directory/npy/*.npy``. The last
+    ``VAL_CLIPS`` are the store's val split. Returns the store's path."""
     rng = np.random.default_rng(0)
     labels = (rng.random((n_clips, NUM_TAGS)) < 0.1).astype(np.uint8)
     names = [f"clip_{i:05d}.npy" for i in range(n_clips)]
@@ -87,8 +87,7 @@ def write_clips(directory: Path, n_clips: int, npy: bool = True) -> Path:
     for i, name in enumerate(names):
         clip = rng.integers(-20_000, 20_000, CLIP_SAMPLES, dtype=np.int16)
         writer.add(i, clip)
-        if npy:
-            np.save(directory / "npy" / name, clip.astype(np.float32))
+        np.save(directory / "npy" / name, clip.astype(np.float32))
     np.save(directory / "labels.npy", labels)
     return writer.finish()
 
