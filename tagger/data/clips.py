@@ -16,7 +16,7 @@ from tagger.config import ConfigError
 class ClipArray(Protocol):
     """Clips of equal length: ``shape`` is (clips, samples), ``array[i]`` is clip i [samples].
 
-    A numpy array or memmap is one; so are a store's ``MappedClips`` and the coursework's
+    A numpy array or memmap is one; so are a store's ``StoreAudio`` and the coursework's
     ``NpyClipFiles``, which read one clip at a time. One that can read several clips
     straight into one array also has ``read_rows(indices, length)`` (see ``read_rows``).
     """
@@ -30,7 +30,7 @@ def read_rows(audio: ClipArray, indices: Sequence[int], length: int) -> np.ndarr
     """The first ``length`` samples of clips ``indices``: [len(indices), length], stored dtype.
 
     Copied once where the array allows it: numpy arrays and memmaps by one gather, arrays
-    with a ``read_rows`` method (a store's ``MappedClips``) by that; others clip by clip.
+    with a ``read_rows`` method (a store's ``StoreAudio``) by that; others clip by clip.
     """
     if isinstance(audio, np.ndarray):
         return audio[np.asarray(indices, dtype=np.int64), :length]

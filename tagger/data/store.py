@@ -234,7 +234,7 @@ def discard_partial(out: Path) -> None:
     shutil.rmtree(partial_dir(out), ignore_errors=True)
 
 
-class MappedClips:
+class StoreAudio:
     """The audio of a store as an array of clips: ``clips[i]`` is int16 [clip_samples].
 
     Clips are copied from the file straight into the caller's array by positioned reads
@@ -342,7 +342,7 @@ class ClipStore:
                     f"{self.clip_samples} samples and {len(self.tag_names)} tags; "
                     "the store is damaged, prepare it again"
                 )
-        self.audio = MappedClips(audio_file, n_clips, self.clip_samples)
+        self.audio = StoreAudio(audio_file, n_clips, self.clip_samples)
 
     def memmap(self) -> np.memmap:
         """All audio as a read-only int16 memmap [clips, clip_samples] (for analysis)."""
