@@ -14,7 +14,6 @@ from torch import nn
 from torch.nn.functional import binary_cross_entropy_with_logits
 
 from tagger.cli.evaluate import load_checkpoint
-from tagger.cli.models import build_net, compose_model, model_names
 from tagger.cli.train import train
 from tagger.config import ConfigError
 from tagger.models.dieleman import DielemanCNN, FeaturePool, Log1p
@@ -22,6 +21,7 @@ from tagger.models.hybrid import HybridCNN
 from tagger.models.rese import ReSE2
 from tagger.models.samplecnn import SampleCNN
 from tagger.models.spectrogram import LogMelSpectrogram, SpectrogramCNN, mel_filterbank
+from tagger.zoo import build_net, compose_model, model_names
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
 

@@ -9,9 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from tagger.cli.models import count_multiply_adds, describe, format_table, model_names
+from tagger.cli.models import format_table
 from tagger.models.dieleman import DielemanCNN
+from tagger.models.layers import ResidualBlock
 from tagger.models.spectrogram import LogMelSpectrogram
+from tagger.zoo import count_multiply_adds, describe, zoo_rows
 from tests.conftest import REPO_ROOT, run_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
@@ -26,8 +28,17 @@ def test_multiply_adds_of_conv_and_dense_layers_by_hand() -> None:
 def test_multiply_adds_of_the_mel_front_end() -> None:
     front_end = LogMelSpectrogram(12000, 256, 128, n_mels=40, log_c=1.0)
     frames = (1024 - 256) // 128 + 1
-    per_frame = 256 + 256 * math.log2(256) + 40 * 129  # window, FFT, filterbank
+    per_frame = 256 * math.log2(256) + 40 * 129  # FFT, filterbank (the window is elementwise)
     assert count_multiply_adds(front_end, 1024) == frames * per_frame
+
+
+def test_multiply_adds_of_a_rese_block_with_its_shortcut_and_gate() -> None:
+    block = ResidualBlock(4, 8, kernel_size=3, se_ratio=2, pool=3)
+    net = nn.Sequential(nn.Conv1d(1, 4, 1), block)
+    # 27 samples: conv 1 (1 -> 4), conv 3 (4 -> 8), conv 3 (8 -> 8), the gate's dense
+    # 8 -> 16 -> 8 on the time means, the shortcut's conv 1 (4 -> 8)
+    expected = 27 * 4 * 1 + 27 * 8 * 4 * 3 + 27 * 8 * 8 * 3 + (16 * 8 + 8 * 16) + 27 * 8 * 4
+    assert count_multiply_adds(net, 27) == expected
 
 
 def test_a_row_counts_the_network_the_config_builds() -> None:
@@ -42,7 +53,7 @@ def test_a_row_counts_the_network_the_config_builds() -> None:
 
 
 def test_docs_table_is_the_output_of_tagger_models() -> None:
-    table = format_table([describe(name) for name in model_names()])
+    table = format_table(zoo_rows())
     docs = (REPO_ROOT / "docs" / "models.md").read_text()
     assert table in docs, "docs/models.md is out of date: paste in the output of `tagger models`"
 
@@ -61,8 +72,8 @@ def test_tagger_models_command(tmp_path: Path) -> None:
 
 
 def test_every_window_is_counted_once() -> None:
-    # hooks are removed afterwards: a second count gives the same number
+    # counting leaves the network as it was: a second count gives the same number
     net = nn.Sequential(nn.Conv1d(1, 2, 4, stride=4), nn.Flatten(), nn.Linear(8, 1))
     assert count_multiply_adds(net, 16) == count_multiply_adds(net, 16) == 4 * 2 * 4 + 8
     assert not net[0]._forward_hooks
-    assert torch.is_grad_enabled()
+    assert torch.is_grad_enabled() and net.training
