@@ -1,8 +1,7 @@
 """Published MTAT figures (macro ROC-AUC over 50 tags) that runs are compared against.
 
-From ``../shared/reference/results.md``. ``published_auc`` finds the figure for a run
-from its resolved config and its dataset description; runs that are not on MTAT, or on a
-setting no paper reports, get none.
+``published_auc`` finds the figure for a run from its resolved config and its dataset
+description; runs that are not on MTAT, or on a setting no paper reports, get none.
 """
 
 from __future__ import annotations
@@ -39,6 +38,14 @@ REPLICATION_TABLE1: dict[tuple[int, int], tuple[float, float]] = {
 }
 #: Sample-level models on the `clean` split, `top50`, 16 kHz (Kim, Lee & Nam 2018).
 SAMPLE_LEVEL: dict[str, float] = {"samplecnn": 0.9055, "rese2": 0.9113}
+#: The networks the papers report, by their class (``model.net._target_``): Dieleman's
+#: raw-audio CNN (``baseline`` and ``wide``), his spectrogram model, the sample-level pair.
+NETWORKS: dict[str, str] = {
+    "tagger.models.dieleman.DielemanCNN": "raw",
+    "tagger.models.spectrogram.SpectrogramCNN": "spectrogram",
+    "tagger.models.samplecnn.SampleCNN": "samplecnn",
+    "tagger.models.rese.ReSE2": "rese2",
+}
 
 
 def published_auc(config: dict[str, Any], dataset: dict[str, Any]) -> tuple[float, str] | None:
@@ -51,13 +58,12 @@ def published_auc(config: dict[str, Any], dataset: dict[str, Any]) -> tuple[floa
     """
     if not dataset.get("real_music"):
         return None
-    target = config.get("model", {}).get("net", {}).get("_target_", "")
-    model = target.rsplit(".", 1)[-1].lower()
+    model = NETWORKS.get(config.get("model", {}).get("net", {}).get("_target_", ""))
     geometry = (config.get("conv", {}).get("length"), config.get("conv", {}).get("stride"))
     optimizer = config.get("optimizer", {}).get("_target_", "")
     protocol = (dataset.get("tag_set"), dataset.get("split"))
 
-    coursework_sgd = model == "dielemancnn" and optimizer.endswith("SGD")
+    coursework_sgd = model == "raw" and optimizer.endswith("SGD")
     if protocol == ("merged50", "coursework") and coursework_sgd and geometry in REPLICATION_TABLE1:
         return REPLICATION_TABLE1[geometry][1], "replication paper, Table I"
     if protocol == ("top50", "dieleman") and geometry in DIELEMAN_TABLE1:
@@ -65,7 +71,7 @@ def published_auc(config: dict[str, Any], dataset: dict[str, Any]) -> tuple[floa
         net = config.get("model", {}).get("net", {})
         nonlinearity = net.get("nonlinearity", "relu")
         pooling = (net.get("feature_pool", "none"), net.get("feature_pool_size", 1))
-        if model == "dielemancnn" and (nonlinearity != "relu" or pooling[0] != "none"):
+        if model == "raw" and (nonlinearity != "relu" or pooling[0] != "none"):
             if geometry != (1024, 1024) or (nonlinearity != "relu" and pooling[0] != "none"):
                 return None  # the ablations were run one at a time, at 1024/1024 only
             if nonlinearity != "relu":
@@ -73,12 +79,10 @@ def published_auc(config: dict[str, Any], dataset: dict[str, Any]) -> tuple[floa
             if pooling in DIELEMAN_POOLING:
                 return DIELEMAN_POOLING[pooling], "Dieleman & Schrauwen 2014, Table 3"
             return None
-        if model == "dielemancnn":
+        if model == "raw":
             return raw, "Dieleman & Schrauwen 2014, Table 1 (raw audio)"
-        if "spectrogram" in model:
+        if model == "spectrogram":
             return spectrogram, "Dieleman & Schrauwen 2014, Table 1 (spectrogram)"
-    if protocol == ("top50", "clean"):
-        for name, auc in SAMPLE_LEVEL.items():
-            if name in model:
-                return auc, "Kim, Lee & Nam 2018"
+    if protocol == ("top50", "clean") and model in SAMPLE_LEVEL:
+        return SAMPLE_LEVEL[model], "Kim, Lee & Nam 2018"
     return None

@@ -94,6 +94,20 @@ def test_published_figures_follow_the_protocol() -> None:
     assert published_auc(ablation(feature_pool="l2", feature_pool_size=8), dieleman) is None
     assert published_auc(ablation(), dieleman)[0] == 0.8366  # Table 1, 1024/1024
 
+    def network(target: str) -> dict:
+        return {**config, "model": {"net": {"_target_": f"tagger.models.{target}"}}}
+
+    spectrogram = network("spectrogram.SpectrogramCNN")
+    assert published_auc(spectrogram, dieleman) == (
+        0.8815, "Dieleman & Schrauwen 2014, Table 1 (spectrogram)"
+    )
+    assert published_auc(spectrogram, mtat) is None  # Table I is raw audio only
+    assert published_auc(network("hybrid.HybridCNN"), dieleman) is None
+    clean = {"real_music": True, "tag_set": "top50", "split": "clean"}
+    assert published_auc(network("samplecnn.SampleCNN"), clean)[0] == 0.9055
+    assert published_auc(network("rese.ReSE2"), clean)[0] == 0.9113
+    assert published_auc(config, clean) is None
+
 
 def test_jobs_are_read_in_numeric_order(tmp_path) -> None:
     from tagger.report import find_jobs
