@@ -1,21 +1,20 @@
 """Turn sweep directories into a results table: one row per config, mean ± std over seeds.
 
 A job is any directory with a ``.hydra/`` folder (Hydra writes it when the job starts),
-so jobs that failed or never finished are found too and reported as such. Jobs that
-differ only in ``seed`` form one row.
+so jobs that failed, were interrupted or never finished are found too and reported as
+such; so is a job whose ``metrics.json`` cannot be read. Jobs that differ only in
+``seed`` form one row. The table is one pandas ``groupby().agg()`` over the jobs.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import re
-import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from omegaconf import OmegaConf
 
 from tagger.figures import plot_training_curves
@@ -24,19 +23,26 @@ from tagger.run_files import write_text
 
 #: Overrides that do not change what is measured, left out of a row's label.
 IGNORED_OVERRIDES = ("seed", "paths.", "ckpt_path", "hydra.", "trainer.enable_progress_bar")
+#: What became of a job, in the order the report counts them.
+STATUSES = ("completed", "failed", "unfinished", "interrupted", "unreadable")
+#: A completed job's figures that are averaged over seeds (mean ± sample std).
+FIGURES = ("train_auc", "test_auc", "train_pr_auc", "test_pr_auc")
 
 
 @dataclass
 class Job:
-    """One training job: where it ran, its overrides, and what it wrote (if anything)."""
+    """One training job: where it ran, its overrides, what became of it and its figures.
+
+    ``status`` is one of ``STATUSES``; ``reason`` says why a job did not complete;
+    ``figures`` holds a completed job's ``FIGURES``, ``epochs`` and ``wall_time_s``.
+    """
 
     path: Path
     overrides: list[str]
-    metrics: dict[str, Any] | None
-
-    @property
-    def status(self) -> str:
-        return (self.metrics or {}).get("status", "unfinished")
+    status: str
+    reason: str = ""
+    metrics: dict[str, Any] | None = None
+    figures: dict[str, float] | None = None
 
     @property
     def settings(self) -> frozenset[str]:
@@ -49,31 +55,6 @@ class Job:
 def _natural_key(path: Path) -> list[int | str]:
     """Sort key that puts job 2 before job 10 (numbers compared as numbers)."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
-
-
-def find_jobs(roots: list[Path]) -> list[Job]:
-    """Every training job under ``roots`` (sweep directories, run directories, or parents)."""
-    jobs = []
-    for root in roots:
-        if not root.is_dir():
-            raise FileNotFoundError(f"{root} is not a directory (pass sweep or run directories)")
-        for hydra_dir in sorted(root.rglob(".hydra"), key=_natural_key):
-            job_dir = hydra_dir.parent
-            config = OmegaConf.load(hydra_dir / "config.yaml")
-            if config.get("task_name") != "train":
-                continue
-            overrides = OmegaConf.to_container(OmegaConf.load(hydra_dir / "overrides.yaml"))
-            metrics_file = job_dir / "metrics.json"
-            metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
-            jobs.append(Job(job_dir, [str(o) for o in overrides], metrics))
-    return jobs
-
-
-def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    """Mean and sample standard deviation (n - 1); the std needs two values."""
-    if not values:
-        return None, None
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
 def _job_figures(metrics: dict[str, Any]) -> dict[str, float]:
@@ -90,37 +71,44 @@ def _job_figures(metrics: dict[str, Any]) -> dict[str, float]:
     }
 
 
-@dataclass
-class Row:
-    """One config of the report, aggregated over its seeds."""
+def read_job(job_dir: Path, overrides: list[str]) -> Job:
+    """The job in ``job_dir``, from its ``metrics.json``: unfinished if there is none,
+    unreadable (with the reason) if it is not a JSON object a run writes."""
+    metrics_file = job_dir / "metrics.json"
+    if not metrics_file.is_file():
+        return Job(job_dir, overrides, "unfinished", "no metrics.json: still running or killed")
+    try:
+        metrics = json.loads(metrics_file.read_text())
+        if not isinstance(metrics, dict):
+            raise TypeError(f"holds a {type(metrics).__name__}, not a JSON object")
+        status = metrics.get("status", "unfinished")
+        figures = _job_figures(metrics) if status == "completed" else None
+    except (OSError, UnicodeDecodeError, ValueError, TypeError) as error:
+        return Job(job_dir, overrides, "unreadable", f"`{metrics_file}`: {error}")
+    except KeyError as error:
+        return Job(job_dir, overrides, "unreadable", f"`{metrics_file}` has no {error}")
+    if status == "interrupted":
+        reason = f"stopped by {metrics.get('signal') or 'a signal'}"
+    elif status not in STATUSES:
+        status, reason = "unreadable", f"`{metrics_file}`: unknown status {status!r}"
+    else:
+        reason = metrics.get("error", "")
+    return Job(job_dir, overrides, status, reason, metrics, figures)
 
-    label: str
-    jobs: list[Job] = field(default_factory=list)
 
-    def count(self, status: str) -> int:
-        return sum(job.status == status for job in self.jobs)
-
-    def figures(self) -> dict[str, Any]:
-        done = [job.metrics for job in self.jobs if job.status == "completed"]
-        per_job = [_job_figures(m) for m in done]
-        figures: dict[str, Any] = {
-            "config": self.label,
-            "completed": len(done),
-            "failed": self.count("failed"),
-            "unfinished": self.count("unfinished"),
-            "held_out_split": "test" if done and all("test" in m for m in done) else "val",
-        }
-        for key in ("train_auc", "test_auc", "train_pr_auc", "test_pr_auc"):
-            figures[f"{key}_mean"], figures[f"{key}_std"] = _mean_std([f[key] for f in per_job])
-        figures["epochs_mean"], _ = _mean_std([f["epochs"] for f in per_job])
-        figures["wall_time_s_mean"], _ = _mean_std([f["wall_time_s"] for f in per_job])
-        published = published_auc(done[0]["config"], done[0]["dataset"]) if done else None
-        figures["published_auc"], figures["published_source"] = published or (None, None)
-        if published and figures["test_auc_mean"] is not None:
-            figures["difference"] = figures["test_auc_mean"] - published[0]
-        else:
-            figures["difference"] = None
-        return figures
+def find_jobs(roots: list[Path]) -> list[Job]:
+    """Every training job under ``roots`` (sweep directories, run directories, or parents)."""
+    jobs = []
+    for root in roots:
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root} is not a directory (pass sweep or run directories)")
+        for hydra_dir in sorted(root.rglob(".hydra"), key=_natural_key):
+            config = OmegaConf.load(hydra_dir / "config.yaml")
+            if config.get("task_name") != "train":
+                continue
+            overrides = OmegaConf.to_container(OmegaConf.load(hydra_dir / "overrides.yaml"))
+            jobs.append(read_job(hydra_dir.parent, [str(o) for o in overrides]))
+    return jobs
 
 
 def common_settings(jobs: list[Job]) -> frozenset[str]:
@@ -130,28 +118,73 @@ def common_settings(jobs: list[Job]) -> frozenset[str]:
     return frozenset.intersection(*(job.settings for job in jobs))
 
 
-def build_rows(jobs: list[Job]) -> list[Row]:
-    """Group jobs by their settings (overrides without the seed), in order of first appearance.
-
-    A row is labelled by the overrides that set it apart from the other rows.
-    """
+def labelled_jobs(jobs: list[Job]) -> list[tuple[str, Job]]:
+    """Each job with its row label (the overrides that set it apart from the other rows),
+    grouped by row in order of first appearance."""
     common = common_settings(jobs)
-    rows: dict[str, Row] = {}
-    for job in jobs:
-        label = " ".join(sorted(job.settings - common)) or "default"
-        rows.setdefault(label, Row(label)).jobs.append(job)
-    return list(rows.values())
+    labels = [" ".join(sorted(job.settings - common)) or "default" for job in jobs]
+    first = {label: i for i, label in reversed(list(enumerate(labels)))}
+    return sorted(zip(labels, jobs, strict=True), key=lambda pair: first[pair[0]])
 
 
-def _fmt(mean: float | None, std: float | None) -> str:
-    if mean is None:
+def job_frame(jobs: list[Job]) -> pd.DataFrame:
+    """One row per job: its config label, status, held-out split, figures and the
+    published figure for its setting (completed jobs only; NaN elsewhere)."""
+    records = []
+    for label, job in labelled_jobs(jobs):
+        record: dict[str, Any] = {"config": label, "status": job.status}
+        if job.figures is not None and job.metrics is not None:
+            published = published_auc(job.metrics["config"], job.metrics.get("dataset", {}))
+            record |= job.figures
+            record["has_test"] = bool(job.metrics.get("test"))
+            record["published_auc"], record["published_source"] = published or (None, None)
+        records.append(record)
+    columns = ["config", "status", "has_test", *FIGURES, "epochs", "wall_time_s"]
+    return pd.DataFrame.from_records(
+        records, columns=[*columns, "published_auc", "published_source"]
+    )
+
+
+def summarise(jobs: pd.DataFrame) -> pd.DataFrame:
+    """One row per config (in order of first appearance): job counts per status, mean and
+    sample std (n - 1) of every figure over the completed jobs, the published figure and
+    the difference of the held-out ROC-AUC from it. Columns as in ``report.csv``."""
+    order = jobs["config"].unique()
+    counts = pd.crosstab(jobs["config"], jobs["status"]).reindex(
+        index=order, columns=list(STATUSES), fill_value=0
+    )
+    done = jobs[jobs["status"] == "completed"]
+    stats = done.groupby("config", sort=False).agg(
+        held_out_split=("has_test", lambda has_test: "test" if has_test.all() else "val"),
+        **{f"{key}_{stat}": (key, stat) for key in FIGURES for stat in ("mean", "std")},
+        epochs_mean=("epochs", "mean"),
+        wall_time_s_mean=("wall_time_s", "mean"),
+        published_auc=("published_auc", "first"),
+        published_source=("published_source", "first"),
+    )
+    table = counts.join(stats)
+    table["held_out_split"] = table["held_out_split"].fillna("val")
+    table["difference"] = table["test_auc_mean"] - table["published_auc"]
+    return table.rename_axis("config").reset_index()
+
+
+def _mean_std(mean: float, std: float) -> str:
+    if pd.isna(mean):
         return "–"
-    return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f}"
+    return f"{mean:.4f}" if pd.isna(std) else f"{mean:.4f} ± {std:.4f}"
 
 
-def render_markdown(rows: list[Row], roots: list[Path]) -> str:
+def _markdown_row(cells: list[str]) -> str:
+    """One Markdown table line. Written here, not by ``DataFrame.to_markdown``: tabulate
+    pads every cell to its column's width, which would change every line of report.md."""
+    return "| " + " | ".join(cells) + " |"
+
+
+def render_markdown(table: pd.DataFrame, jobs: list[Job], roots: list[Path]) -> str:
     """The report as Markdown: the table, then every job that did not complete."""
-    common = common_settings([job for row in rows for job in row.jobs])
+    common = common_settings(jobs)
+    header = ["config", "runs", "train ROC-AUC", "held-out ROC-AUC", "train PR-AUC",
+              "held-out PR-AUC", "epochs", "wall time (s)", "published", "difference"]  # fmt: skip
     lines = [
         "# Results",
         "",
@@ -161,63 +194,65 @@ def render_markdown(rows: list[Row], roots: list[Path]) -> str:
         "",
         f"Every job: `{' '.join(sorted(common))}`." if common else "",
         "",
-        "| config | runs | train ROC-AUC | held-out ROC-AUC | train PR-AUC | held-out PR-AUC "
-        "| epochs | wall time (s) | published | difference |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        _markdown_row(header),
+        "|" + "---|" * len(header),
     ]
-    for row in rows:
-        f = row.figures()
-        runs = f"{f['completed']}/{len(row.jobs)} done"
-        runs += "".join(f", {f[s]} {s}" for s in ("failed", "unfinished") if f[s])
-        split = "" if f["held_out_split"] == "test" else " (val)"
-        published = f"{f['published_auc']:.4f}" if f["published_auc"] is not None else "n/a"
-        difference = f"{f['difference']:+.4f}" if f["difference"] is not None else "n/a"
-        epochs = f"{f['epochs_mean']:.1f}" if f["epochs_mean"] is not None else "–"
-        wall = f"{f['wall_time_s_mean']:.0f}" if f["wall_time_s_mean"] is not None else "–"
-        lines.append(
-            f"| {row.label} | {runs} | {_fmt(f['train_auc_mean'], f['train_auc_std'])} "
-            f"| {_fmt(f['test_auc_mean'], f['test_auc_std'])}{split} "
-            f"| {_fmt(f['train_pr_auc_mean'], f['train_pr_auc_std'])} "
-            f"| {_fmt(f['test_pr_auc_mean'], f['test_pr_auc_std'])}{split} "
-            f"| {epochs} | {wall} | {published} | {difference} |"
+    for row in table.itertuples(index=False):
+        total = sum(getattr(row, status) for status in STATUSES)
+        runs = f"{row.completed}/{total} done" + "".join(
+            f", {getattr(row, s)} {s}" for s in STATUSES[1:] if getattr(row, s)
         )
-    incomplete = [job for row in rows for job in row.jobs if job.status != "completed"]
+        split = "" if row.held_out_split == "test" else " (val)"
+        lines.append(
+            _markdown_row(
+                [
+                    row.config,
+                    runs,
+                    _mean_std(row.train_auc_mean, row.train_auc_std),
+                    _mean_std(row.test_auc_mean, row.test_auc_std) + split,
+                    _mean_std(row.train_pr_auc_mean, row.train_pr_auc_std),
+                    _mean_std(row.test_pr_auc_mean, row.test_pr_auc_std) + split,
+                    "–" if pd.isna(row.epochs_mean) else f"{row.epochs_mean:.1f}",
+                    "–" if pd.isna(row.wall_time_s_mean) else f"{row.wall_time_s_mean:.0f}",
+                    "n/a" if pd.isna(row.published_auc) else f"{row.published_auc:.4f}",
+                    "n/a" if pd.isna(row.difference) else f"{row.difference:+.4f}",
+                ]
+            )
+        )
+    incomplete = [job for _, job in labelled_jobs(jobs) if job.status != "completed"]
     if incomplete:
         lines += ["", "## Jobs that did not complete", ""]
-        for job in incomplete:
-            reason = (job.metrics or {}).get("error", "no metrics.json: still running or killed")
-            lines.append(f"- `{job.path}` ({job.status}): {reason}")
+        lines += [f"- `{job.path}` ({job.status}): {job.reason}" for job in incomplete]
     return "\n".join(lines) + "\n"
 
 
-def render_csv(rows: list[Row]) -> str:
-    """The report as CSV, one row per config, full precision, empty cells for no value."""
-    table = [row.figures() for row in rows]
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(table[0]) if table else ["config"])
-    writer.writeheader()
-    for figures in table:
-        writer.writerow({k: "" if v is None else v for k, v in figures.items()})
-    return out.getvalue()
+@dataclass(frozen=True)
+class Report:
+    """What ``write_report`` wrote and the table it holds (one row per config)."""
+
+    markdown: Path
+    csv: Path
+    table: pd.DataFrame
+    jobs: list[Job]
 
 
-def write_report(roots: list[Path], out_dir: Path) -> tuple[Path, Path, list[Row]]:
+def write_report(roots: list[Path], out_dir: Path) -> Report:
     """Write ``report.md``, ``report.csv`` and ``curves.png`` (training curves, one line per
     job) for the jobs under ``roots`` into ``out_dir``."""
-    rows = build_rows(find_jobs(roots))
-    if not rows:
+    jobs = find_jobs(roots)
+    if not jobs:
         raise FileNotFoundError(
             f"no training jobs (directories with .hydra/) under {', '.join(map(str, roots))}"
         )
+    table = summarise(job_frame(jobs))
     out_dir.mkdir(parents=True, exist_ok=True)
     logs = {
-        f"{row.label} seed={(job.metrics or {}).get('config', {}).get('seed')}": log
-        for row in rows
-        for job in row.jobs
+        f"{label} seed={(job.metrics or {}).get('config', {}).get('seed')}": log
+        for label, job in labelled_jobs(jobs)
         if (log := job.path / "csv" / "metrics.csv").is_file()
     }
     if logs:
         plot_training_curves(logs, out_dir / "curves.png")
-    markdown = write_text(out_dir / "report.md", render_markdown(rows, roots))
-    table = write_text(out_dir / "report.csv", render_csv(rows))
-    return markdown, table, rows
+    markdown = write_text(out_dir / "report.md", render_markdown(table, jobs, roots))
+    csv = write_text(out_dir / "report.csv", table.to_csv(index=False))
+    return Report(markdown, csv, table, jobs)

@@ -51,16 +51,109 @@ def test_report_holds_mean_and_std_over_seeds(sweeps, tmp_path) -> None:
 
 
 def test_failed_and_unfinished_jobs_are_shown_and_do_not_stop_it(sweeps, tmp_path) -> None:
-    markdown, _, rows = write_report(list(sweeps), tmp_path)
-    assert {row.label for row in rows} == {
+    report = write_report(list(sweeps), tmp_path)
+    assert set(report.table["config"]) == {
         "optimizer=sgd", "optimizer=adamw", "length=1024 stride=2048",
     }  # fmt: skip
-    text = markdown.read_text()
+    text = report.markdown.read_text()
     assert "| optimizer=sgd | 2/3 done, 1 unfinished |" in text
     assert "| length=1024 stride=2048 | 0/1 done, 1 failed | – |" in text
     assert "(failed): first-layer stride 2048 must be between 1 and its length 1024" in text
     assert "9_killed` (unfinished): no metrics.json" in text
     assert text.count("| n/a | n/a |") == 3
+
+
+def _job(sweep: Path, name: str, overrides: list[str], metrics: str | None = None) -> Path:
+    """A job directory as Hydra and train.py leave it; ``metrics`` is metrics.json's text."""
+    hydra_dir = sweep / name / ".hydra"
+    hydra_dir.mkdir(parents=True)
+    (hydra_dir / "config.yaml").write_text("task_name: train\n")
+    (hydra_dir / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    if metrics is not None:
+        (sweep / name / "metrics.json").write_text(metrics)
+    return sweep / name
+
+
+def _completed(seed: int, stride: int, test_auc: float) -> dict:
+    """metrics.json of a finished coursework-protocol run of the raw-audio model with SGD."""
+    return {
+        "status": "completed",
+        "config": {
+            "seed": seed,
+            "conv": {"length": stride, "stride": stride},
+            "model": {"net": {"_target_": "tagger.models.dieleman.DielemanCNN"}},
+            "optimizer": {"_target_": "torch.optim.SGD"},
+        },
+        "dataset": {"real_music": True, "tag_set": "merged50", "split": "coursework"},
+        "final": {"train/auc": 0.8 + seed / 100, "train/pr_auc": 0.3},
+        "test": {"auc": test_auc, "pr_auc": test_auc / 2},
+        "epochs": 5,
+        "wall_time_s": 100.0 * seed,
+    }
+
+
+def test_rows_on_mtat_hold_the_published_figure_and_the_difference(tmp_path) -> None:
+    aucs = {256: [0.7712, 0.7801, 0.7655], 512: [0.7421, 0.7590]}
+    for stride, values in aucs.items():
+        for seed, auc in enumerate(values, 1):
+            metrics = json.dumps(_completed(seed, stride, auc))
+            _job(tmp_path, f"{stride}_{seed}", [f"stride={stride}", f"seed={seed}"], metrics)
+    report = write_report([tmp_path], tmp_path / "out")
+    with report.csv.open() as f:
+        rows = {row["config"]: row for row in csv.DictReader(f)}
+    published = {256: 0.7873, 512: 0.7748}  # the replication paper's Table I
+    text = report.markdown.read_text()
+    for stride, values in aucs.items():
+        row = rows[f"stride={stride}"]
+        mean, std = statistics.fmean(values), statistics.stdev(values)
+        assert float(row["test_auc_mean"]) == pytest.approx(mean)
+        assert float(row["test_auc_std"]) == pytest.approx(std)
+        assert float(row["test_pr_auc_mean"]) == pytest.approx(mean / 2)
+        assert float(row["wall_time_s_mean"]) == pytest.approx(statistics.fmean(
+            100.0 * seed for seed in range(1, len(values) + 1)))  # fmt: skip
+        assert float(row["published_auc"]) == published[stride]
+        assert row["published_source"] == "replication paper, Table I"
+        assert float(row["difference"]) == pytest.approx(mean - published[stride])
+        assert (row["held_out_split"], row["completed"]) == ("test", str(len(values)))
+        assert f"| stride={stride} | {len(values)}/{len(values)} done | " in text
+        assert f"| {mean:.4f} ± {std:.4f} |" in text
+        assert f"| {published[stride]:.4f} | {mean - published[stride]:+.4f} |" in text
+
+
+def test_interrupted_and_unreadable_jobs_are_listed_and_do_not_stop_it(tmp_path) -> None:
+    sweep = tmp_path / "sweep"
+    good = json.dumps(_completed(1, 256, 0.75), indent=2)
+    interrupted = {"status": "interrupted", "signal": "SIGTERM", "config": {"seed": 2}}
+    no_final = {k: v for k, v in _completed(5, 256, 0.7).items() if k != "final"}
+    texts = {
+        1: good,
+        2: json.dumps(interrupted),
+        3: good[: len(good) // 2],  # truncated by a full disk or a kill
+        4: "[1, 2]",
+        5: json.dumps(no_final),
+    }
+    jobs = {seed: _job(sweep, f"{seed}_seed={seed}", [f"seed={seed}"], text)
+            for seed, text in texts.items()}  # fmt: skip
+    result = run_cli("-c", "from tagger.cli.report import main; main()", str(sweep),
+                     cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "| default | 1/5 done, 1 interrupted, 3 unreadable | 0.8100 |" in result.stdout
+    assert f"- `{jobs[2]}` (interrupted): stopped by SIGTERM" in result.stdout
+    with pytest.raises(json.JSONDecodeError) as truncated:
+        json.loads(texts[3])
+    lines = [
+        f"- `{jobs[3]}` (unreadable): `{jobs[3] / 'metrics.json'}`: {truncated.value}",
+        f"- `{jobs[4]}` (unreadable): `{jobs[4] / 'metrics.json'}`: holds a list, not a JSON",
+        f"- `{jobs[5]}` (unreadable): `{jobs[5] / 'metrics.json'}` has no 'final'",
+    ]
+    for line in lines:
+        assert line in result.stdout
+    with (sweep / "report.csv").open() as f:
+        (row,) = csv.DictReader(f)
+    assert [row[s] for s in ("completed", "failed", "unfinished", "interrupted", "unreadable")] == [
+        "1", "0", "0", "1", "3",
+    ]  # fmt: skip
+    assert float(row["test_auc_mean"]) == 0.75 and row["test_auc_std"] == ""
 
 
 def test_report_of_no_jobs_is_a_clear_error(tmp_path) -> None:

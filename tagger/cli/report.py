@@ -13,17 +13,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         prog="tagger report",
         description="Read every training job's metrics.json under the given directories "
-        "(finished, failed or unfinished) and write report.md and report.csv: one row per "
+        "(finished, failed, interrupted, unfinished or unreadable) and write report.md, "
+        "report.csv and curves.png: one row per "
         "config, mean ± std over seeds, with the published figure beside it.",
     )
     parser.add_argument("dirs", nargs="+", type=Path, help="sweep or run directories")
     parser.add_argument("--out", type=Path, help="where to write (default: the first DIR)")
     args = parser.parse_args(sys.argv[1:])
     try:
-        markdown, table, rows = write_report(args.dirs, args.out or args.dirs[0])
+        report = write_report(args.dirs, args.out or args.dirs[0])
     except FileNotFoundError as error:
         print(f"tagger: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    jobs = sum(len(row.jobs) for row in rows)
-    print(markdown.read_text(), end="")
-    print(f"\n{len(rows)} configs from {jobs} jobs; written to {markdown} and {table}")
+    print(report.markdown.read_text(), end="")
+    print(
+        f"\n{len(report.table)} configs from {len(report.jobs)} jobs; "
+        f"written to {report.markdown} and {report.csv}"
+    )
