@@ -1,10 +1,13 @@
-"""Config helpers: learning rates that follow the batch size, override quoting, group checks."""
+"""Config helpers (learning rates that follow the batch size, override quoting, group checks)
+and the model and data configs: shared settings defined once and inherited."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from tagger.config import (
     ConfigError,
@@ -13,7 +16,7 @@ from tagger.config import (
     quote_path_values,
     scaled_lr,
 )
-from tests.conftest import compose_config
+from tests.conftest import REPO_ROOT, compose_config
 
 
 def test_scaled_lr_rules() -> None:
@@ -60,3 +63,70 @@ def test_long_job_names_are_cut_but_stay_distinct() -> None:
     assert bounded_dirname(short) == short
     a, b = "x=1," * 100 + "a", "x=1," * 100 + "b"
     assert len(bounded_dirname(a)) <= 160 and bounded_dirname(a) != bounded_dirname(b)
+
+
+CONF = REPO_ROOT / "conf"
+MODELS = sorted(path.stem for path in (CONF / "model").glob("*.yaml"))
+DATA = sorted(path.stem for path in (CONF / "data").glob("*.yaml"))
+SAMPLE_LEVEL = {"samplecnn", "rese2"}
+
+
+def _leaves(node: object, prefix: str = "") -> dict[str, object]:
+    """A nested dict as {dotted key: value} of its non-dict values."""
+    if not isinstance(node, dict):
+        return {prefix: node}
+    leaves: dict[str, object] = {}
+    for key, value in node.items():
+        leaves |= _leaves(value, f"{prefix}.{key}")
+    return leaves
+
+
+def _own_and_inherited(path: Path) -> tuple[dict, dict[str, object]]:
+    """A config file's own values, and the leaves its defaults list gives the same package."""
+    own = OmegaConf.to_container(OmegaConf.load(path))
+    inherited: dict[str, object] = {}
+    for entry in own.pop("defaults", []):
+        if entry != "_self_" and "@_global_" not in entry:
+            base = path.parent / f"{entry.removesuffix('@_here_')}.yaml"
+            base_own, base_inherited = _own_and_inherited(base)
+            inherited |= base_inherited | _leaves(base_own)
+    return own, inherited
+
+
+CONFIGS = [*(CONF / "data").rglob("*.yaml"), *(CONF / "model").rglob("*.yaml")]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda path: str(path.relative_to(CONF)))
+def test_no_model_or_data_config_repeats_what_it_inherits(path: Path) -> None:
+    own, inherited = _own_and_inherited(path)
+    copies = {key for key, value in _leaves(own).items() if inherited.get(key, object()) == value}
+    assert not copies, f"{path.relative_to(CONF)} repeats {sorted(copies)} from its defaults"
+    assert not path.read_text().startswith("# @package _global_")
+
+
+@pytest.mark.parametrize("data", DATA)
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_and_data_config_inherit_the_shared_settings(model, data, tmp_path) -> None:
+    cfg = compose_config("train", tmp_path, [f"model={model}", f"data={data}"])
+    assert cfg.model._target_ == "tagger.module.TaggingModule"
+    assert (cfg.model.aggregation, cfg.model.input_scale) == ("mean_logits", 32768.0)
+    assert (cfg.data.batch_size, cfg.data.num_workers, cfg.data.on_device) == (10, 0, False)
+    assert cfg.data.shuffle_seed == cfg.seed
+    assert ("random_windows" in cfg.data) == (data != "synthetic")
+    own = OmegaConf.load(CONF / "data" / f"{data}.yaml")
+    shared = {"_target_", "aggregation", "input_scale"}  # defined once, in conf/model/base
+    assert not shared & set(OmegaConf.load(CONF / "model" / f"{model}.yaml"))
+    assert not {"batch_size", "num_workers", "on_device", "shuffle_seed"} & set(own)
+    if model in SAMPLE_LEVEL:  # the model brings its windows, whatever the data
+        assert (cfg.data.subclip_len, cfg.data.n_subclips) == (59049, 1)
+    else:
+        assert (cfg.data.subclip_len, cfg.data.n_subclips) == (
+            own["subclip_len"] if data != "store" else None, own["n_subclips"]
+        )  # a store's window follows from its meta.json: none without a store
+    assert cfg.model.net.subclip_len == cfg.data.subclip_len
+
+
+def test_a_sample_level_model_s_window_yields_to_the_command_line(tmp_path) -> None:
+    cfg = compose_config("train", tmp_path, ["model=rese2", "data=coursework", "data.n_subclips=5"])
+    assert (cfg.data.subclip_len, cfg.data.n_subclips, cfg.data.sample_rate) == (59049, 5, 12000)
+    assert cfg.data.val_parts == ["c"]  # the coursework's own setting, not the base's null
