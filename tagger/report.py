@@ -61,7 +61,7 @@ def _job_figures(metrics: dict[str, Any]) -> dict[str, float]:
     """A completed job's train and held-out ROC-AUC / PR-AUC (test split, else validation)."""
     final = metrics["final"]
     held_out = metrics.get("test") or {"auc": final["val/auc"], "pr_auc": final["val/pr_auc"]}
-    return {
+    figures = {
         "train_auc": final["train/auc"],
         "train_pr_auc": final["train/pr_auc"],
         "test_auc": held_out["auc"],
@@ -69,6 +69,10 @@ def _job_figures(metrics: dict[str, Any]) -> dict[str, float]:
         "epochs": metrics["epochs"],
         "wall_time_s": metrics["wall_time_s"],
     }
+    for key, value in figures.items():  # null: a NaN the run wrote as null
+        if value is not None and not isinstance(value, (int, float)):
+            raise TypeError(f"{key} is {value!r}, not a number")
+    return figures
 
 
 def read_job(job_dir: Path, overrides: list[str]) -> Job:
@@ -81,7 +85,7 @@ def read_job(job_dir: Path, overrides: list[str]) -> Job:
         metrics = json.loads(metrics_file.read_text())
         if not isinstance(metrics, dict):
             raise TypeError(f"holds a {type(metrics).__name__}, not a JSON object")
-        status = metrics.get("status", "unfinished")
+        status = metrics["status"]
         figures = _job_figures(metrics) if status == "completed" else None
     except (OSError, UnicodeDecodeError, ValueError, TypeError) as error:
         return Job(job_dir, overrides, "unreadable", f"`{metrics_file}`: {error}")
@@ -134,15 +138,14 @@ def job_frame(jobs: list[Job]) -> pd.DataFrame:
     for label, job in labelled_jobs(jobs):
         record: dict[str, Any] = {"config": label, "status": job.status}
         if job.figures is not None and job.metrics is not None:
-            published = published_auc(job.metrics["config"], job.metrics.get("dataset", {}))
+            published = published_auc(job.metrics.get("config", {}), job.metrics.get("dataset", {}))
             record |= job.figures
             record["has_test"] = bool(job.metrics.get("test"))
             record["published_auc"], record["published_source"] = published or (None, None)
         records.append(record)
-    columns = ["config", "status", "has_test", *FIGURES, "epochs", "wall_time_s"]
-    return pd.DataFrame.from_records(
-        records, columns=[*columns, "published_auc", "published_source"]
-    )
+    columns = ["config", "status", "has_test", *FIGURES, "epochs", "wall_time_s",
+               "published_auc", "published_source"]  # fmt: skip
+    return pd.DataFrame.from_records(records, columns=columns)
 
 
 def summarise(jobs: pd.DataFrame) -> pd.DataFrame:

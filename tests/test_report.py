@@ -131,13 +131,14 @@ def test_interrupted_and_unreadable_jobs_are_listed_and_do_not_stop_it(tmp_path)
         3: good[: len(good) // 2],  # truncated by a full disk or a kill
         4: "[1, 2]",
         5: json.dumps(no_final),
+        6: json.dumps({**_completed(6, 256, 0.7), "epochs": "five"}),
     }
     jobs = {seed: _job(sweep, f"{seed}_seed={seed}", [f"seed={seed}"], text)
             for seed, text in texts.items()}  # fmt: skip
     result = run_cli("-c", "from tagger.cli.report import main; main()", str(sweep),
                      cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "| default | 1/5 done, 1 interrupted, 3 unreadable | 0.8100 |" in result.stdout
+    assert "| default | 1/6 done, 1 interrupted, 4 unreadable | 0.8100 |" in result.stdout
     assert f"- `{jobs[2]}` (interrupted): stopped by SIGTERM" in result.stdout
     with pytest.raises(json.JSONDecodeError) as truncated:
         json.loads(texts[3])
@@ -145,13 +146,14 @@ def test_interrupted_and_unreadable_jobs_are_listed_and_do_not_stop_it(tmp_path)
         f"- `{jobs[3]}` (unreadable): `{jobs[3] / 'metrics.json'}`: {truncated.value}",
         f"- `{jobs[4]}` (unreadable): `{jobs[4] / 'metrics.json'}`: holds a list, not a JSON",
         f"- `{jobs[5]}` (unreadable): `{jobs[5] / 'metrics.json'}` has no 'final'",
+        f"- `{jobs[6]}` (unreadable): `{jobs[6] / 'metrics.json'}`: epochs is 'five', not a",
     ]
     for line in lines:
         assert line in result.stdout
     with (sweep / "report.csv").open() as f:
         (row,) = csv.DictReader(f)
     assert [row[s] for s in ("completed", "failed", "unfinished", "interrupted", "unreadable")] == [
-        "1", "0", "0", "1", "3",
+        "1", "0", "0", "1", "4",
     ]  # fmt: skip
     assert float(row["test_auc_mean"]) == 0.75 and row["test_auc_std"] == ""
 
