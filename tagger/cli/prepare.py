@@ -123,12 +123,10 @@ def prepare(argv: list[str]) -> Path:
 def os_error_line(error: OSError, out: Path) -> str:
     """One line for a failed file operation of a prepare writing ``out``: what and what to do."""
     if error.errno == errno.ENOSPC:
-        hint = "the disk is full; free space, then run the same command again to resume"
-    elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        hint = "no permission to write there; choose another --out"
+        hint = "free space, then run the same command again to resume"
     else:
-        hint = f"is --out {out} a directory you can write?"
-    return f"{error.filename or out}: {error.strerror or error}; {hint}"
+        hint = "choose an --out in a directory you can write"
+    return f"{error.filename or out}: {error.strerror or error} (writing --out {out}); {hint}"
 
 
 def main() -> None:

@@ -25,10 +25,13 @@ def read_labels(labels: Path) -> list[dict[str, str]]:
     """The rows of a labels CSV, checked: ``path`` and ``tags`` columns, at least one row."""
     if not labels.is_file():
         raise ConfigError(f"--labels {labels}: no such file (expected a CSV of path,tags)")
-    with open(labels, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        rows = list(reader)
-        columns = reader.fieldnames or []
+    try:
+        with open(labels, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            columns = reader.fieldnames or []
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ConfigError(f"--labels {labels}: not a UTF-8 CSV file ({error})") from None
     if not columns:
         raise ConfigError(
             f"--labels {labels}: the file is empty; expected a header `path,tags[,split]` and "
