@@ -63,7 +63,7 @@ def test_two_prepares_of_one_store_one_writes_the_other_stops_at_once(tmp_path: 
     statuses = sorted(status for status, _, _ in results)
     assert statuses == [0, 2], results
     winner = next(i for i, (status, _, _) in enumerate(results) if status == 0)
-    loser_status, loser_out, loser_err = results[1 - winner]
+    _, loser_out, loser_err = results[1 - winner]
     assert finished_while_other_ran[1 - winner]  # it stopped while the winner still worked
     assert loser_out == "" and len(loser_err.strip().splitlines()) == 1, loser_err
     assert loser_err.startswith(
