@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,14 @@ import pytest
 
 from tagger.cli import prepare as prepare_cli
 from tagger.data.audio import decode_clip
-from tagger.data.store import ClipStore, lock_path, partial_dir
+from tagger.data.store import (
+    ClipStore,
+    StoreBusyError,
+    WriterLock,
+    drop_inherited_lock,
+    lock_path,
+    partial_dir,
+)
 from tests.conftest import REPO_ROOT
 from tests.test_data_store import folder_args, write_many
 
@@ -137,3 +145,17 @@ def test_an_impossible_out_is_one_line(
     assert error.startswith("tagger: error: ") and str(out) in error
     assert "choose another --out" in error or "choose an --out in a directory" in error
     assert not lock_path(out).exists() and empty_files(tmp_path) == []
+
+
+def test_decoding_workers_do_not_hold_the_lock(tmp_path: Path) -> None:
+    lock = WriterLock(tmp_path / "store")
+    inherited = (lock.fd, str(lock.path))
+    with ProcessPoolExecutor(1, initializer=drop_inherited_lock, initargs=inherited) as pool:
+        assert pool.submit(os.getpid).result() != os.getpid()  # a worker, forked holding the fd
+        os.close(lock.fd)  # this process lets go, as when it is killed
+        again = WriterLock(tmp_path / "store")  # the live worker does not keep it locked
+        again.release()
+    first = WriterLock(tmp_path / "other")  # a second lock of one store, even in one process
+    with pytest.raises(StoreBusyError, match=rf"\(pid {os.getpid()}\)"):
+        WriterLock(tmp_path / "other")
+    first.release()
