@@ -68,3 +68,14 @@ def test_problem_lines_name_split_and_clip() -> None:
     )
     shape = "audio has shape [9, 1, 4]; expected [10, 1, 4]"
     assert ClipProblem("val/test", "b", shape).line() == f"val/test: clip b: {shape}"
+
+
+def test_data_that_refuses_to_load_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    coursework = write_coursework(tmp_path / "cw", per_part=1)
+    missing = tmp_path / "cw" / "samples" / coursework.val["file_path"].iloc[1]
+    missing.unlink()
+    done = run_cli("-c", TAGGER, "check", "data=coursework", f"data.root={tmp_path / 'cw'}",
+                   cwd=tmp_path, timeout=120)  # fmt: skip
+    assert done.returncode == 1 and done.stdout == ""
+    assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith("tagger check: error:")
+    assert str(missing) in done.stderr

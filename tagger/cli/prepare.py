@@ -8,7 +8,8 @@
 
 Then train with ``python train.py data=store data.path=STORE``. See docs/data.md.
 Exit status: 0 when the store was written; 2 for bad arguments or inputs, or while another
-prepare writes the same --out; 1 when the file system fails (full, not writable).
+prepare writes the same --out; 1 when the file system fails (full, not writable); 130
+when interrupted (Ctrl-C; the same command resumes).
 """
 
 from __future__ import annotations
@@ -140,6 +141,9 @@ def main() -> None:
     except OSError as error:
         print(f"tagger: error: {os_error_line(error, args.out)}", file=sys.stderr)
         raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        print("tagger: interrupted; run the same command again to resume", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":
