@@ -159,3 +159,11 @@ def test_decoding_workers_do_not_hold_the_lock(tmp_path: Path) -> None:
     with pytest.raises(StoreBusyError, match=rf"\(pid {os.getpid()}\)"):
         WriterLock(tmp_path / "other")
     first.release()
+
+
+def test_the_lock_file_of_a_killed_writer_does_not_block(tmp_path: Path) -> None:
+    lock_path(tmp_path / "store").write_text("4194303999\n")  # left by a writer killed -9
+    lock = WriterLock(tmp_path / "store")
+    assert lock_path(tmp_path / "store").read_text() == f"{os.getpid()}\n"
+    lock.release()
+    assert not lock_path(tmp_path / "store").exists()

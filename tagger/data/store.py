@@ -123,9 +123,9 @@ class StoreBusyError(ConfigError):
 def _holder(fd: int) -> str:
     """``pid N``: the process holding the lock on ``fd``'s file, as it wrote itself there."""
     for _ in range(100):  # the holder writes its pid just after locking; give it a moment
-        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        text = os.pread(fd, 32, 0).decode(errors="replace").split()
         if text:
-            return f"pid {text}"
+            return f"pid {text[0]}"
         time.sleep(0.01)
     return "pid unknown"
 
@@ -174,6 +174,7 @@ class WriterLock:
             os.close(fd)  # its holder released and deleted it meanwhile: lock a fresh one
         self.fd: int | None = fd
         try:
+            os.ftruncate(fd, 0)  # a killed writer's pid may still be there
             os.write(fd, f"{os.getpid()}\n".encode())
         except OSError:
             self.release()
