@@ -249,7 +249,10 @@ class StoreWriter:
 
     def _resume(self) -> None:
         plan_file = self.partial / _PLAN_FILE
-        state = json.loads(plan_file.read_text()) if plan_file.is_file() else {}
+        try:
+            state = json.loads(plan_file.read_text())
+        except (OSError, ValueError):  # none, or cut short by a kill while it was written
+            state = {}
         if state.get("fingerprint") != self.plan.fingerprint():
             raise ConfigError(
                 f"{self.partial} holds an unfinished prepare with other settings or sources; "
