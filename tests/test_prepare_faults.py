@@ -84,7 +84,7 @@ def test_two_prepares_of_one_store_one_writes_the_other_stops_at_once(tmp_path: 
     store = ClipStore(out)
     assert len(store.clip_ids) == 30
     for row, path in enumerate(store.source_paths):  # every clip is its own file's audio
-        direct = decode_clip(tmp_path / "audio" / path, 8000, store.clip_samples)
+        direct, _ = decode_clip(tmp_path / "audio" / path, 8000, store.clip_samples)
         np.testing.assert_array_equal(store.audio[row], direct, err_msg=path)
 
 

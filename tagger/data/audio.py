@@ -100,6 +100,8 @@ def to_int16(samples: np.ndarray) -> np.ndarray:
     return np.clip(scaled, -INT16_SCALE, INT16_SCALE - 1).astype(np.int16)
 
 
-def decode_clip(path: Path, sample_rate: int, n_samples: int) -> np.ndarray:
-    """A store clip: int16 [n_samples] at ``sample_rate``, mono, cropped or zero-padded."""
-    return to_int16(fit_length(decode(path, sample_rate), n_samples))
+def decode_clip(path: Path, sample_rate: int, n_samples: int) -> tuple[np.ndarray, str | None]:
+    """A store clip: int16 [n_samples] at ``sample_rate``, mono, cropped or zero-padded; and
+    ``read_audio``'s truncation note."""
+    samples, truncated = read_audio(path, sample_rate)
+    return to_int16(fit_length(samples, n_samples)), truncated

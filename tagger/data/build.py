@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from tagger.data.audio import AudioError, fit_length, read_audio, to_int16
+from tagger.data.audio import AudioError, decode_clip
 from tagger.data.store import StorePlan, StoreWriter, drop_inherited_lock
 
 
@@ -27,13 +27,12 @@ Decoded = tuple[np.ndarray | None, str | None]
 
 
 def decode_or_reason(path: Path, sample_rate: int, n_samples: int) -> Decoded:
-    """``path`` as a store clip and ``read_audio``'s truncation note, or (None, the reason the
-    file cannot be a clip); runs in a worker process."""
+    """``decode_clip``: ``path`` as a store clip and its truncation note, or (None, the reason
+    the file cannot be a clip); runs in a worker process."""
     try:
-        samples, truncated = read_audio(path, sample_rate)
+        return decode_clip(path, sample_rate, n_samples)
     except AudioError as error:
         return None, error.reason
-    return to_int16(fit_length(samples, n_samples)), truncated
 
 
 def _decoded(
