@@ -3,7 +3,9 @@
 A file is decoded to mono at the model's sample rate, cut into consecutive windows of
 the model's window length (the remainder shorter than a window is dropped; a file
 shorter than one window is zero-padded to one), and the windows' scores are averaged
-the way the model was trained to (``model.aggregation``).
+the way the model was trained to (``model.aggregation``). A file with NaN or infinite
+samples is refused (``AudioError``); one that decodes shorter than its header says is
+tagged on what it holds, and its ``Prediction`` says so.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 
 from tagger.aggregation import clip_probabilities
 from tagger.cli.evaluate import load_checkpoint
-from tagger.data.audio import decode
+from tagger.data.audio import read_audio
 from tagger.module import TaggingModule
 
 #: Files a folder argument contributes (case-insensitive suffixes).
@@ -28,11 +30,13 @@ WINDOWS_PER_BATCH = 32
 
 @dataclass
 class Prediction:
-    """One file's tag probabilities: ``probabilities`` [K], in the tagger's tag order."""
+    """One file's tag probabilities: ``probabilities`` [K], in the tagger's tag order;
+    ``truncated``: why the file decoded shorter than its header says, or None."""
 
     path: Path
     windows: int
     probabilities: np.ndarray
+    truncated: str | None = None
 
     def top(self, tag_names: list[str], k: int) -> list[tuple[str, float]]:
         """The ``k`` most probable tags and their probabilities, most probable first."""
@@ -94,7 +98,8 @@ class Tagger:
     @torch.inference_mode()
     def tag(self, path: Path) -> Prediction:
         """Tag one file; raises ``tagger.data.audio.AudioError`` if it cannot be decoded."""
-        audio = windows(decode(path, self.sample_rate), self.window)  # [n, 1, T], [-1, 1]
+        samples, truncated = read_audio(path, self.sample_rate)
+        audio = windows(samples, self.window)  # [n, 1, T], [-1, 1]
         audio = audio * self.model.hparams.input_scale  # the int16 scale the model trained on
         logits = torch.cat(
             [
@@ -103,4 +108,4 @@ class Tagger:
             ]
         )
         probs = clip_probabilities(logits[None], self.model.hparams.aggregation)[0]
-        return Prediction(path, len(audio), probs.cpu().numpy())
+        return Prediction(path, len(audio), probs.cpu().numpy(), truncated)

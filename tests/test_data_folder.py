@@ -13,7 +13,7 @@ from tagger.cli.prepare import prepare
 from tagger.cli.train import train
 from tagger.config import ConfigError
 from tagger.data.store import ClipStore
-from tests.conftest import compose_config
+from tests.conftest import compose_config, run_cli
 from tests.fixtures_mtat import FOLDER_FILES, write_folder
 from tests.test_data_coursework import QUICK
 
@@ -106,3 +106,49 @@ def test_missing_root_is_named(tmp_path: Path) -> None:
     labels = write_folder(tmp_path / "audio")
     with pytest.raises(ConfigError, match=r"--root .*nowhere: no such directory"):
         prepare_folder(tmp_path / "nowhere", labels, tmp_path / "store")
+
+
+def test_rows_outside_the_root_are_refused_one_line_each(tmp_path: Path) -> None:
+    labels = write_folder(tmp_path / "audio")
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    soundfile.write(secret / "a.wav", np.zeros(800, np.float32), 8000)
+    (tmp_path / "audio" / "link.wav").symlink_to(secret / "a.wav")
+    (tmp_path / "audio" / "linked").symlink_to(secret)
+    with open(labels, "a") as f:
+        f.write("../secret/a.wav,bass,train\n")  # line 11
+        f.write(f"{secret / 'a.wav'},bass,train\n")  # 12: absolute
+        f.write("link.wav,bass,train\n")  # 13: a symlink out of the root
+        f.write("linked/a.wav,bass,train\n")  # 14: through a symlinked folder
+        f.write("a/../eight.wav,bass,train\n")  # 15: stays inside, but eight.wav is on line 9
+    with pytest.raises(ConfigError) as error:
+        prepare_folder(tmp_path / "audio", labels, tmp_path / "store")
+    lines, target = str(error.value).splitlines(), (secret / "a.wav").resolve()
+    assert lines == [
+        f"--labels {labels} line 11: path '../secret/a.wav' leads outside --root "
+        f"{tmp_path / 'audio'} (to {target}); list only files under the root",
+        f"--labels {labels} line 12: path '{secret / 'a.wav'}' is absolute; give it relative "
+        "to --root",
+        f"--labels {labels} line 13: path 'link.wav' leads outside --root {tmp_path / 'audio'} "
+        f"(to {target}); list only files under the root",
+        f"--labels {labels} line 14: path 'linked/a.wav' leads outside --root "
+        f"{tmp_path / 'audio'} (to {target}); list only files under the root",
+        f"--labels {labels} lines 9 and 15: both list eight.wav; list each file once",
+    ]
+    assert not (tmp_path / "store").exists()
+
+
+def test_prepare_prints_one_line_per_refused_row(tmp_path: Path) -> None:
+    labels = write_folder(tmp_path / "audio")
+    with open(labels, "a") as f:
+        f.write("../x.wav,bass,train\na/one.wav,beat,val\n")  # lines 11 and 12
+    args = ["folder", "--root", str(tmp_path / "audio"), "--labels", str(labels)]
+    done = run_cli("-m", "tagger.cli.prepare", *args, "--out", str(tmp_path / "s"), cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"tagger: error: --labels {labels} line 11: path '../x.wav' leads outside --root "
+        f"{tmp_path / 'audio'} (to {(tmp_path / 'x.wav').resolve()}); list only files under "
+        "the root",
+        f"tagger: error: --labels {labels} lines 2 and 12: both list a/one.wav; list each file "
+        "once",
+    ]

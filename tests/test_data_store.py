@@ -86,12 +86,12 @@ def test_a_killed_prepare_leaves_no_store_and_resumes(tmp_path: Path) -> None:
 def test_an_interrupted_prepare_with_other_settings_is_not_mixed_in(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write_many(tmp_path / "audio", 12)
+    write_many(tmp_path / "audio", 20)
     decode, calls = build.decode_or_reason, []
 
     def failing(*args: object) -> object:
         calls.append(args)
-        if len(calls) == 10:
+        if len(calls) == 18:  # after the first commit (8 files; 8 more are decoded ahead)
             raise KeyboardInterrupt
         return decode(*args)
 

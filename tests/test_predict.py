@@ -110,3 +110,20 @@ def test_json_has_every_tag_and_csv_one_row_per_file(checkpoint: Path, music: Pa
 def test_a_missing_checkpoint_is_a_usage_error(music: Path, tmp_path: Path) -> None:
     result = tagger_predict(tmp_path / "nope.ckpt", music)
     assert result.returncode == 2 and "nope.ckpt does not exist" in result.stderr
+
+
+def test_nan_samples_are_skipped_and_json_stays_strict(
+    checkpoint: Path, music: Path, tmp_path: Path
+) -> None:
+    from tests.test_bad_audio import nan_wav, truncated_mp3
+
+    nan_file, cut = nan_wav(tmp_path / "nan.wav"), truncated_mp3(tmp_path / "cut.mp3")
+    result = tagger_predict(checkpoint, nan_file, music / "a.wav", cut, "--format", "json")
+    assert result.returncode == 1
+    document = json.loads(result.stdout, parse_constant=lambda c: pytest.fail(f"JSON has {c}"))
+    assert [Path(f["file"]).name for f in document["files"]] == ["a.wav", "cut.mp3"]
+    assert document["skipped"] == [
+        {"file": str(nan_file), "reason": "non-finite: 4 NaN or infinite sample(s)"}
+    ]
+    assert f"skipped {nan_file}: non-finite" in result.stderr
+    assert f"warning: {cut}: truncated: decodes to" in result.stderr

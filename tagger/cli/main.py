@@ -11,6 +11,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("tagger.cli.evaluate", "evaluate a checkpoint (= python eval.py ckpt_path=PATH)"),
     "models": ("tagger.cli.models", "print the model zoo: parameters, multiply-adds per second"),
     "prepare": ("tagger.cli.prepare", "decode MTAT or an audio folder into a clip store"),
+    "check": ("tagger.cli.check", "read every clip of a data set once; list the unusable ones"),
     "report": ("tagger.cli.report", "results table (report.md/.csv) from sweep directories"),
     "predict": ("tagger.cli.predict", "tag audio files or folders with a checkpoint"),
     "export": ("tagger.cli.export", "a checkpoint as a standalone TorchScript or ONNX model"),

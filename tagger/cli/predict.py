@@ -1,9 +1,11 @@
 """``tagger predict CKPT FILE_OR_DIR... [--top-k 10] [--format table|json|csv] [--device cpu]``.
 
 Prints each file's most probable tags (table), every tag's probability (json, csv).
-Files that cannot be decoded are named on stderr and skipped; the others still come
-out. Exit status: 0 when every file was tagged, 1 when some were skipped, 2 when the
-arguments or the checkpoint are wrong.
+Files that cannot be decoded, hold NaN or infinite samples, or get non-finite
+probabilities from the model are named on stderr and skipped; the others still come
+out, and no NaN is ever printed (the json output is strict JSON). A truncated file is
+tagged on what it holds, with a warning on stderr. Exit status: 0 when every file was
+tagged, 1 when some were skipped, 2 when the arguments or the checkpoint are wrong.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from tagger.config import ConfigError
@@ -52,7 +55,7 @@ def render_json(
         ],
         "skipped": [{"file": str(error.path), "reason": error.reason} for error in skipped],
     }
-    return json.dumps(document, indent=2) + "\n"
+    return json.dumps(document, indent=2, allow_nan=False) + "\n"
 
 
 def render_csv(predictions: list[Prediction], tag_names: list[str]) -> str:
@@ -62,6 +65,20 @@ def render_csv(predictions: list[Prediction], tag_names: list[str]) -> str:
     out = io.StringIO()
     csv.writer(out, lineterminator="\n").writerows(rows)
     return out.getvalue()
+
+
+def checked(prediction: Prediction) -> Prediction:
+    """``prediction``, if its probabilities are finite (else ``AudioError`` naming the file);
+    a truncated file is named on stderr."""
+    if not np.isfinite(prediction.probabilities).all():
+        raise AudioError(
+            prediction.path,
+            "the model gives NaN or infinite probabilities for it (a diverged checkpoint?)",
+        )
+    if prediction.truncated:
+        print(f"tagger predict: warning: {prediction.path}: {prediction.truncated}; tagged on "
+              "what it holds", file=sys.stderr)  # fmt: skip
+    return prediction
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -104,7 +121,7 @@ def main() -> None:
     skipped: list[AudioError] = []
     for path in files:
         try:
-            predictions.append(tagger.tag(path))
+            predictions.append(checked(tagger.tag(path)))
         except AudioError as error:
             print(f"tagger predict: skipped {error}", file=sys.stderr)
             skipped.append(error)

@@ -4,13 +4,18 @@
                         [--tags top50|merged50|FILE] [--split dieleman|coursework|clean:DIR]
     tagger prepare folder --root DIR --labels FILE --out STORE
                           [--sample-rate HZ] [--clip-seconds S]
+    (both: [--workers N] [--restart] [--truncated keep|skip])
 
 Then train with ``python train.py data=store data.path=STORE``. See docs/data.md.
+Exit status: 0 when the store was written; 2 for bad arguments or inputs, or while another
+prepare writes the same --out; 1 when the file system fails (full, not writable); 130
+when interrupted (Ctrl-C; the same command resumes).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from pathlib import Path
@@ -19,7 +24,7 @@ from tagger.config import ConfigError
 from tagger.data.build import available_cores, build_store
 from tagger.data.folder import folder_plan
 from tagger.data.mtat import mtat_plan
-from tagger.data.store import META_FILE, StorePlan, discard_partial, partial_dir
+from tagger.data.store import META_FILE, TRUNCATED_POLICIES, StorePlan
 
 
 def parser() -> argparse.ArgumentParser:
@@ -43,6 +48,13 @@ def parser() -> argparse.ArgumentParser:
             action="store_true",
             help="discard an interrupted prepare of --out instead of resuming it",
         )
+        sub.add_argument(
+            "--truncated",
+            choices=TRUNCATED_POLICIES,
+            default="keep",
+            help="a file that decodes shorter than its header says: keep it (zero-padded, "
+            "listed) or skip it (listed); default keep",
+        )
 
     mtat = sources.add_parser("mtat", help="the raw MagnaTagATune release (mp3 + CSV)")
     common(mtat, 16000)
@@ -61,27 +73,37 @@ def parser() -> argparse.ArgumentParser:
 
 def plan_from(args: argparse.Namespace) -> StorePlan:
     if args.source == "mtat":
-        return mtat_plan(args.root, args.sample_rate, args.tags, args.split)
-    return folder_plan(
-        args.root,
-        args.labels,
-        args.sample_rate,
-        args.clip_seconds,
-        args.val_fraction,
-        args.test_fraction,
-        args.seed,
-    )
+        plan = mtat_plan(args.root, args.sample_rate, args.tags, args.split)
+    else:
+        plan = folder_plan(
+            args.root,
+            args.labels,
+            args.sample_rate,
+            args.clip_seconds,
+            args.val_fraction,
+            args.test_fraction,
+            args.seed,
+        )
+    plan.truncated = args.truncated
+    return plan
 
 
-def prepare(argv: list[str]) -> Path:
-    """Run ``tagger prepare`` with ``argv`` (e.g. ``["mtat", "--root", ...]``); the store path."""
-    args = parser().parse_args(argv)
+def check_out(out: Path) -> None:
+    """Refuse an ``--out`` that cannot become a directory: one inside a regular file."""
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(
+                    f"--out {out}: {parent} is a file, not a directory; choose another --out"
+                )
+            return
+
+
+def run(args: argparse.Namespace) -> Path:
+    """Build the store ``args`` describe and print what it holds; returns its path."""
+    check_out(args.out)
     plan = plan_from(args)
-    if args.restart:
-        discard_partial(args.out)
-    elif partial_dir(args.out).is_dir() and not (args.out / META_FILE).exists():
-        print(f"resuming the interrupted prepare in {partial_dir(args.out)}", file=sys.stderr)
-    out = build_store(plan, args.out, workers=args.workers)
+    out = build_store(plan, args.out, workers=args.workers, restart=args.restart)
     meta = json.loads((out / META_FILE).read_text())
     print(f"wrote {out}: {meta['clips']} clips {meta['counts']}, tags {meta['tag_set']}")
     for reason, count in meta["dropped"].items():
@@ -89,15 +111,39 @@ def prepare(argv: list[str]) -> Path:
             print(f"dropped {count} clip(s): {reason.replace('_', ' ')}")
     for skip in meta["skipped"]:
         print(f"skipped {skip['path']}: {skip['reason']}")
+    for kept in meta["truncated"]:
+        print(f"kept {kept['path']}, zero-padded: {kept['reason']} (--truncated skip drops it)")
     return out
 
 
+def prepare(argv: list[str]) -> Path:
+    """Run ``tagger prepare`` with ``argv`` (e.g. ``["mtat", "--root", ...]``); the store path."""
+    return run(parser().parse_args(argv))
+
+
+def os_error_line(error: OSError, out: Path) -> str:
+    """One line for a failed file operation of a prepare writing ``out``: what and what to do."""
+    if error.errno == errno.ENOSPC:
+        hint = "free space, then run the same command again to resume"
+    else:
+        hint = "choose an --out in a directory you can write"
+    return f"{error.filename or out}: {error.strerror or error} (writing --out {out}); {hint}"
+
+
 def main() -> None:
+    args = parser().parse_args(sys.argv[1:])
     try:
-        prepare(sys.argv[1:])
+        run(args)
     except ConfigError as error:
-        print(f"tagger: error: {error}", file=sys.stderr)
+        for line in str(error).splitlines():  # one line per offending row or file
+            print(f"tagger: error: {line}", file=sys.stderr)
         raise SystemExit(2) from None
+    except OSError as error:
+        print(f"tagger: error: {os_error_line(error, args.out)}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        print("tagger: interrupted; run the same command again to resume", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
 """Decoding audio files to fixed-length mono int16 clips (soundfile to decode, soxr to resample).
 
 soundfile's libsndfile reads wav, flac, ogg and mp3 (libsndfile >= 1.1, as in the PyPI
-wheels). A file that cannot become a clip raises ``AudioError`` with a short reason,
-which ``tagger prepare`` records in the store's list of skipped files.
+wheels). A file that cannot become a clip (missing, empty, undecodable, or holding NaN or
+infinite samples) raises ``AudioError`` with a short reason, which ``tagger prepare``
+records in the store's list of skipped files. A file that decodes shorter than its own
+header says is *truncated*: ``read_audio`` returns the samples it has with a note saying so.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +18,11 @@ import soxr
 
 #: int16 full scale: a float sample in [-1, 1) times this is a store sample.
 INT16_SCALE = 32768
+#: Frames a decode may fall short of its header's frame count and still be whole: two MPEG
+#: frames (an mp3 without a frame-count header has only an estimate from its size).
+TRUNCATION_TOLERANCE = 2 * 1152
+#: libsndfile's log line for a wav/aiff data chunk the file ends inside of.
+_SHORT_CHUNK = re.compile(r"data\s*:\s*(\d+)\s*\(should be (\d+)\)")
 
 
 class AudioError(Exception):
@@ -26,27 +34,57 @@ class AudioError(Exception):
         self.reason = reason
 
 
-def decode(path: Path, sample_rate: int) -> np.ndarray:
-    """Mono float32 samples in [-1, 1] at ``sample_rate`` Hz: [samples].
+def _truncation(header_frames: int, frames: int, rate: int, log: str) -> str | None:
+    """Why a decode of ``frames`` frames is shorter than its file's header says, else None."""
+    if header_frames - frames > TRUNCATION_TOLERANCE:
+        decoded, header = frames / rate, header_frames / rate
+        return f"truncated: decodes to {decoded:.2f} s of the {header:.2f} s its header gives"
+    short = _SHORT_CHUNK.search(log)
+    if short and int(short[2]) < int(short[1]):
+        return f"truncated: the file holds {short[2]} of the {short[1]} data bytes its header gives"
+    return None
+
+
+def read_audio(path: Path, sample_rate: int) -> tuple[np.ndarray, str | None]:
+    """Mono float32 samples in [-1, 1] at ``sample_rate`` Hz: [samples], and a note when the
+    file decodes shorter than its own header says (``"truncated: ..."``), else None.
 
     Channels are averaged; other sample rates are resampled with soxr (high quality).
+    Raises ``AudioError`` for a missing, empty or undecodable file and for NaN or infinite
+    samples.
     """
     if not path.is_file():
         raise AudioError(path, "missing: no such file")
     if path.stat().st_size == 0:
         raise AudioError(path, "empty: the file has 0 bytes")
     try:
-        samples, file_rate = soundfile.read(path, dtype="float32", always_2d=True)
+        sound = soundfile.SoundFile(path)
     except soundfile.LibsndfileError:  # its message says "does not exist" for any bad file
         raise AudioError(path, "unreadable: libsndfile cannot decode it as audio") from None
     except (RuntimeError, ValueError) as error:
         raise AudioError(path, f"unreadable: {error}") from None
+    with sound:
+        file_rate, header_frames, log = sound.samplerate, sound.frames, sound.extra_info
+        try:
+            samples = sound.read(dtype="float32", always_2d=True)
+        except RuntimeError as error:  # libsndfile's, e.g. "flac decoder lost sync."
+            reason = str(error).removeprefix("Error : ").rstrip(".")
+            raise AudioError(path, f"unreadable: decoding failed ({reason})") from None
     if samples.size == 0:
         raise AudioError(path, "no audio: the file decodes to 0 samples")
+    bad = samples.size - int(np.isfinite(samples).sum())
+    if bad:
+        raise AudioError(path, f"non-finite: {bad} NaN or infinite sample(s)")
+    truncated = _truncation(header_frames, len(samples), file_rate, log)
     mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
     if file_rate != sample_rate:
         mono = soxr.resample(mono, file_rate, sample_rate, quality="HQ")
-    return np.ascontiguousarray(mono, dtype=np.float32)
+    return np.ascontiguousarray(mono, dtype=np.float32), truncated
+
+
+def decode(path: Path, sample_rate: int) -> np.ndarray:
+    """``read_audio``'s samples alone: mono float32 [samples] in [-1, 1] at ``sample_rate``."""
+    return read_audio(path, sample_rate)[0]
 
 
 def fit_length(samples: np.ndarray, n_samples: int) -> np.ndarray:
@@ -62,6 +100,8 @@ def to_int16(samples: np.ndarray) -> np.ndarray:
     return np.clip(scaled, -INT16_SCALE, INT16_SCALE - 1).astype(np.int16)
 
 
-def decode_clip(path: Path, sample_rate: int, n_samples: int) -> np.ndarray:
-    """A store clip: int16 [n_samples] at ``sample_rate``, mono, cropped or zero-padded."""
-    return to_int16(fit_length(decode(path, sample_rate), n_samples))
+def decode_clip(path: Path, sample_rate: int, n_samples: int) -> tuple[np.ndarray, str | None]:
+    """A store clip: int16 [n_samples] at ``sample_rate``, mono, cropped or zero-padded; and
+    ``read_audio``'s truncation note."""
+    samples, truncated = read_audio(path, sample_rate)
+    return to_int16(fit_length(samples, n_samples)), truncated

@@ -3,7 +3,8 @@
 The labels CSV has a header and one row per file: ``path`` (relative to the root),
 ``tags`` (names separated by ``;``, may be empty) and optionally ``split``
 (``train``, ``val`` or ``test``; without the column the split is drawn from a seed).
-Tag columns are the tags' names in alphabetical order.
+Tag columns are the tags' names in alphabetical order. Every listed file must lie under
+the root (an absolute path, ``..`` or a symlink leading out is refused) and be listed once.
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ def read_labels(labels: Path) -> list[dict[str, str]]:
     """The rows of a labels CSV, checked: ``path`` and ``tags`` columns, at least one row."""
     if not labels.is_file():
         raise ConfigError(f"--labels {labels}: no such file (expected a CSV of path,tags)")
-    with open(labels, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        rows = list(reader)
-        columns = reader.fieldnames or []
+    try:
+        with open(labels, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            columns = reader.fieldnames or []
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ConfigError(f"--labels {labels}: not a UTF-8 CSV file ({error})") from None
     if not columns:
         raise ConfigError(
             f"--labels {labels}: the file is empty; expected a header `path,tags[,split]` and "
@@ -42,6 +46,32 @@ def read_labels(labels: Path) -> list[dict[str, str]]:
     if not rows:
         raise ConfigError(f"--labels {labels}: a header but no rows; expected one row per file")
     return rows
+
+
+def check_paths(root: Path, labels: Path, rows: list[dict[str, str]]) -> None:
+    """Refuse rows whose path is absolute or resolves outside ``root`` (through ``..`` or a
+    symlink), and files listed twice: one ``ConfigError`` with a line per offending row."""
+    inside = root.resolve()
+    problems, first_line = [], {}
+    for line, row in enumerate(rows, start=2):
+        where, path = f"--labels {labels} line {line}", row["path"]
+        target = (root / path).resolve()
+        if Path(path).is_absolute():
+            problems.append(f"{where}: path {path!r} is absolute; give it relative to --root")
+        elif not target.is_relative_to(inside):
+            problems.append(
+                f"{where}: path {path!r} leads outside --root {root} (to {target}); list only "
+                "files under the root"
+            )
+        elif target in first_line:
+            problems.append(
+                f"--labels {labels} lines {first_line[target]} and {line}: both list "
+                f"{target.relative_to(inside)}; list each file once"
+            )
+        else:
+            first_line[target] = line
+    if problems:
+        raise ConfigError("\n".join(problems))
 
 
 def folder_plan(
@@ -69,6 +99,7 @@ def folder_plan(
             raise ConfigError(
                 f"--labels {labels} line {line}: split {row['split']!r} is not train, val or test"
             )
+    check_paths(root, labels, rows)
     tag_lists = [[tag.strip() for tag in row["tags"].split(";") if tag.strip()] for row in rows]
     tag_names = sorted({tag for tags in tag_lists for tag in tags})
     if not tag_names:

@@ -12,12 +12,16 @@ Layout (format version 1)::
 
 ``StoreWriter`` builds ``STORE.partial/`` by appending clips and renames it to ``STORE``
 only when complete, so a directory named ``STORE`` is always a finished store. An
-interrupted writer resumes from its last committed batch of clips.
+interrupted writer resumes from its last committed batch of clips. One writer at a time:
+each holds an exclusive lock on ``STORE.partial.lock`` (an OS file lock, released when its
+process ends however it ends) from start to finish.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import hashlib
 import json
 import mmap
@@ -28,7 +32,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, TextIO
 
 import numpy as np
 
@@ -38,6 +42,8 @@ FORMAT_VERSION = 1
 AUDIO_FILE, LABELS_FILE, CLIPS_FILE, META_FILE = "audio.bin", "labels.npy", "clips.csv", "meta.json"
 AUDIO_DTYPE = np.dtype("<i2")
 _PLAN_FILE, _DONE_FILE = "plan.json", "done.jsonl"
+#: What may happen to a file that decodes shorter than its header says (``prepare --truncated``).
+TRUNCATED_POLICIES = ("keep", "skip")
 
 
 @dataclass
@@ -70,6 +76,8 @@ class StorePlan:
         clip_samples: samples per stored clip (every clip is cropped or padded to it).
         meta: source-specific facts for ``meta.json`` (source, root, tag set, split rule,
             clips dropped before decoding and why).
+        truncated: ``keep`` a file that decodes shorter than its header says (listed under
+            ``truncated`` in ``meta.json``) or ``skip`` it (listed under ``skipped``).
     """
 
     clips: list[StoreClip]
@@ -77,11 +85,12 @@ class StorePlan:
     sample_rate: int
     clip_samples: int
     meta: dict[str, Any] = field(default_factory=dict)
+    truncated: str = "keep"
 
     def fingerprint(self) -> str:
         """A hash of what the store will hold; a resumed prepare must have the same one."""
         digest = hashlib.sha256()
-        head = [self.tag_names, self.sample_rate, self.clip_samples, FORMAT_VERSION]
+        head = [self.tag_names, self.sample_rate, self.clip_samples, FORMAT_VERSION, self.truncated]
         digest.update(json.dumps(head).encode())
         for clip in self.clips:
             digest.update(f"{clip.clip_id}\0{clip.source_path}\0{clip.split}\0".encode())
@@ -94,6 +103,11 @@ def partial_dir(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
+def lock_path(out: Path) -> Path:
+    """The file a writer of the store at ``out`` holds locked (and its pid in) while it runs."""
+    return out.with_name(out.name + ".partial.lock")
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -102,46 +116,143 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+class StoreBusyError(ConfigError):
+    """Another process is writing the same store."""
+
+
+def _holder(fd: int) -> str:
+    """``pid N``: the process holding the lock on ``fd``'s file, as it wrote itself there."""
+    for _ in range(100):  # the holder writes its pid just after locking; give it a moment
+        text = os.pread(fd, 32, 0).decode(errors="replace").split()
+        if text:
+            return f"pid {text[0]}"
+        time.sleep(0.01)
+    return "pid unknown"
+
+
+def _is_file_at(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd`` (not deleted or replaced)."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
+
+
+def drop_inherited_lock(fd: int, path: str) -> None:
+    """Close a forked child's copy of a ``WriterLock``'s descriptor ``fd`` on ``path``, so
+    that the lock lives exactly as long as the process that took it (a process pool's
+    initializer); a child that did not inherit it has nothing to close."""
+    with contextlib.suppress(OSError):
+        if _is_file_at(fd, Path(path)):
+            os.close(fd)
+
+
+class WriterLock:
+    """An exclusive OS file lock (``flock``) on ``lock_path(out)``, which holds the pid.
+
+    The OS drops the lock when its process ends, however it ends, so a killed writer
+    leaves no stale lock; ``release`` also deletes the file. A second writer of ``out``
+    gets ``StoreBusyError`` at once, naming the first one's pid.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.path = lock_path(out)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _holder(fd)
+                os.close(fd)
+                raise StoreBusyError(
+                    f"--out {out} is being written by another tagger prepare ({holder}); wait "
+                    "for it to finish, or stop it and run this command again to resume its work"
+                ) from None
+            if _is_file_at(fd, self.path):
+                break
+            os.close(fd)  # its holder released and deleted it meanwhile: lock a fresh one
+        self.fd: int | None = fd
+        try:
+            os.ftruncate(fd, 0)  # a killed writer's pid may still be there
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        """Delete the lock file and unlock it (idempotent)."""
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self.fd)
+            self.fd = None
+
+
 class StoreWriter:
     """Appends decoded clips to ``OUT.partial/`` in plan order; ``finish`` renames it to ``OUT``.
 
     ``add`` buffers a clip (or the reason it was skipped); ``commit`` makes everything
     added so far durable. Killed at any point, a writer started again with the same plan
-    continues after the last commit.
+    continues after the last commit. The writer holds ``OUT``'s ``WriterLock`` from its
+    creation to ``finish`` or ``close``, so a second writer of ``OUT`` fails at once.
+
+    Args:
+        out: the store directory to write.
+        plan: what goes in it.
+        restart: discard an unfinished ``OUT.partial`` instead of resuming it.
     """
 
-    def __init__(self, out: Path, plan: StorePlan) -> None:
-        if (out / META_FILE).is_file():
-            raise ConfigError(
-                f"{out} is already a finished clip store; delete it or choose another --out"
-            )
-        if out.exists():
-            raise ConfigError(f"{out} exists and is not a clip store; choose another --out")
+    def __init__(self, out: Path, plan: StorePlan, restart: bool = False) -> None:
         self.out = out
         self.plan = plan
         self.partial = partial_dir(out)
         self.row_bytes = plan.clip_samples * AUDIO_DTYPE.itemsize
-        self.entries: list[tuple[int, str | None]] = []  # (plan index, skip reason or None)
-        if self.partial.exists():
-            self._resume()
-        else:
-            self.partial.mkdir(parents=True)
-            state = {"fingerprint": plan.fingerprint(), "clips": len(plan.clips)}
-            (self.partial / _PLAN_FILE).write_text(json.dumps(state))
-            (self.partial / AUDIO_FILE).touch()
-            (self.partial / _DONE_FILE).touch()
-        self._audio = open(self.partial / AUDIO_FILE, "ab")  # noqa: SIM115 (closed in finish)
-        self._done = open(self.partial / _DONE_FILE, "a", encoding="utf-8")  # noqa: SIM115
-        self._pending: list[tuple[int, str | None]] = []
+        # (plan index, skip reason or None, truncation note or None), committed
+        self.entries: list[tuple[int, str | None, str | None]] = []
+        self._pending: list[tuple[int, str | None, str | None]] = []
+        self._audio: BinaryIO | None = None
+        self._done: TextIO | None = None
+        self._created = False
+        self.lock = WriterLock(out)
+        try:
+            if (out / META_FILE).is_file():
+                raise ConfigError(
+                    f"{out} is already a finished clip store; delete it or choose another --out"
+                )
+            if out.exists():
+                raise ConfigError(f"{out} exists and is not a clip store; choose another --out")
+            if restart:
+                discard_partial(out)
+            self.resumed = self.partial.exists()
+            if self.resumed:
+                self._resume()
+            else:
+                self._create()
+            self._audio = open(self.partial / AUDIO_FILE, "ab")  # noqa: SIM115 (closed in finish)
+            self._done = open(self.partial / _DONE_FILE, "a", encoding="utf-8")  # noqa: SIM115
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def next_index(self) -> int:
         """The plan index of the first clip not yet committed."""
         return len(self.entries)
 
+    def _create(self) -> None:
+        self.partial.mkdir(parents=True)
+        self._created = True
+        state = {"fingerprint": self.plan.fingerprint(), "clips": len(self.plan.clips)}
+        (self.partial / _PLAN_FILE).write_text(json.dumps(state))
+        (self.partial / AUDIO_FILE).touch()
+        (self.partial / _DONE_FILE).touch()
+
     def _resume(self) -> None:
         plan_file = self.partial / _PLAN_FILE
-        state = json.loads(plan_file.read_text()) if plan_file.is_file() else {}
+        try:
+            state = json.loads(plan_file.read_text())
+        except (OSError, ValueError):  # none, or cut short by a kill while it was written
+            state = {}
         if state.get("fingerprint") != self.plan.fingerprint():
             raise ConfigError(
                 f"{self.partial} holds an unfinished prepare with other settings or sources; "
@@ -152,8 +263,8 @@ class StoreWriter:
         complete = text[: text.rfind("\n") + 1]  # a line cut by a kill is not committed
         for line in complete.splitlines():
             entry = json.loads(line)
-            self.entries.append((entry["i"], entry["skipped"]))
-        kept = sum(reason is None for _, reason in self.entries)
+            self.entries.append((entry["i"], entry["skipped"], entry.get("truncated")))
+        kept = sum(reason is None for _, reason, _ in self.entries)
         audio_file = self.partial / AUDIO_FILE
         if audio_file.stat().st_size < kept * self.row_bytes:
             raise ConfigError(f"{audio_file} is shorter than its log says; delete {self.partial}")
@@ -162,26 +273,48 @@ class StoreWriter:
         with open(audio_file, "r+b") as f:
             f.truncate(kept * self.row_bytes)  # drop clips written after the last commit
 
-    def add(self, index: int, clip: np.ndarray | None, skipped: str | None = None) -> None:
-        """Append plan clip ``index``: int16 [clip_samples], or None with the reason it failed."""
+    def add(
+        self,
+        index: int,
+        clip: np.ndarray | None,
+        skipped: str | None = None,
+        truncated: str | None = None,
+    ) -> None:
+        """Append plan clip ``index``: int16 [clip_samples] (with ``truncated``, the note that
+        its file decoded shorter than its header says), or None with the reason it failed."""
         if index != self.next_index + len(self._pending):
             raise ValueError(f"clips must be added in plan order; got {index}")
         if clip is not None:
             if clip.shape != (self.plan.clip_samples,):
                 raise ValueError(f"clip {index} has shape {clip.shape}")
             self._audio.write(np.ascontiguousarray(clip, AUDIO_DTYPE).tobytes())
-        self._pending.append((index, None if clip is not None else skipped or "skipped"))
+            self._pending.append((index, None, truncated))
+        else:
+            self._pending.append((index, skipped or "skipped", None))
 
     def commit(self) -> None:
         """Make every added clip durable: audio first, then the log that counts it."""
         self._audio.flush()
         os.fsync(self._audio.fileno())
-        for index, reason in self._pending:
-            self._done.write(json.dumps({"i": index, "skipped": reason}) + "\n")
+        for index, reason, truncated in self._pending:
+            entry = {"i": index, "skipped": reason, "truncated": truncated}
+            self._done.write(json.dumps(entry) + "\n")
         self._done.flush()
         os.fsync(self._done.fileno())
         self.entries.extend(self._pending)
         self._pending = []
+
+    def close(self) -> None:
+        """Stop without finishing (after an error): the committed clips stay for a resume,
+        a ``OUT.partial`` this writer created with nothing committed is deleted, and the
+        lock is released. Does nothing after ``finish``."""
+        for file in (self._audio, self._done):
+            if file is not None:
+                with contextlib.suppress(OSError):  # its unflushed bytes are not committed
+                    file.close()
+        if self._created and not self.entries and self.partial.is_dir():
+            shutil.rmtree(self.partial, ignore_errors=True)
+        self.lock.release()
 
     def finish(self) -> Path:
         """Write labels, clip list and meta.json, then rename the directory to ``out``."""
@@ -191,20 +324,19 @@ class StoreWriter:
         plan = self.plan
         if self.next_index != len(plan.clips):
             raise ValueError(f"{self.next_index} of {len(plan.clips)} clips written")
-        kept = [plan.clips[i] for i, reason in self.entries if reason is None]
-        skipped = [
-            {"path": plan.clips[i].source_path, "clip_id": plan.clips[i].clip_id, "reason": reason}
-            for i, reason in self.entries
-            if reason is not None
-        ]
+
+        def listed(reasons: list[tuple[int, str]]) -> list[dict[str, str]]:
+            return [
+                {"path": plan.clips[i].source_path, "clip_id": plan.clips[i].clip_id, "reason": r}
+                for i, r in reasons
+            ]
+
+        kept = [plan.clips[i] for i, reason, _ in self.entries if reason is None]
+        skipped = listed([(i, reason) for i, reason, _ in self.entries if reason is not None])
+        truncated = listed([(i, note) for i, _, note in self.entries if note])  # kept ones only
         labels = np.zeros((len(kept), len(plan.tag_names)), np.uint8)
         for row, clip in enumerate(kept):
             labels[row] = clip.labels
-        np.save(self.partial / LABELS_FILE, labels)
-        with open(self.partial / CLIPS_FILE, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["clip_id", "path", "split"])
-            writer.writerows([clip.clip_id, clip.source_path, clip.split] for clip in kept)
         counts = Counter(clip.split for clip in kept)
         meta = {
             "format_version": FORMAT_VERSION,
@@ -217,20 +349,36 @@ class StoreWriter:
             "counts": {split: counts.get(split, 0) for split in ("train", "val", "test")},
             "tag_names": plan.tag_names,
             "skipped": skipped,
+            "truncated_files": plan.truncated,
+            "truncated": truncated,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        (self.partial / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        written = [LABELS_FILE, CLIPS_FILE, META_FILE]
+        try:
+            np.save(self.partial / LABELS_FILE, labels)
+            with open(self.partial / CLIPS_FILE, "w", newline="", encoding="utf-8") as f:
+                writer = csv.writer(f)
+                writer.writerow(["clip_id", "path", "split"])
+                writer.writerows([clip.clip_id, clip.source_path, clip.split] for clip in kept)
+            (self.partial / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+            for name in (AUDIO_FILE, *written):
+                _fsync(self.partial / name)
+        except BaseException:  # e.g. a full disk: leave OUT.partial as a resume expects it
+            for name in written:
+                (self.partial / name).unlink(missing_ok=True)
+            raise
         (self.partial / _PLAN_FILE).unlink()
         (self.partial / _DONE_FILE).unlink()
-        for name in (AUDIO_FILE, LABELS_FILE, CLIPS_FILE, META_FILE):
-            _fsync(self.partial / name)
         os.replace(self.partial, self.out)
         _fsync(self.out.parent)
+        self._created = False
+        self.lock.release()
         return self.out
 
 
 def discard_partial(out: Path) -> None:
-    """Delete an unfinished store at ``out`` (``tagger prepare --restart``)."""
+    """Delete an unfinished store at ``out`` (``tagger prepare --restart``); the caller holds
+    ``out``'s ``WriterLock``."""
     shutil.rmtree(partial_dir(out), ignore_errors=True)
 
 
