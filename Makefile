@@ -1,5 +1,8 @@
-# The two quickstart commands (see README.md). Both install what they need into .venv.
-PY := .venv/bin/python
+# The two quickstart commands (see README.md). Both install what they need into $(VENV)
+# (default .venv; `VENV=/path/to/env make train` uses another environment).
+VENV ?= .venv
+export VENV
+PY := $(VENV)/bin/python
 
 .PHONY: train test lint
 train:  ## install, then train the baseline on the built-in synthetic data

@@ -10,8 +10,19 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-#: The Hydra config directory at the repository root.
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+def _config_dir() -> str:
+    """The Hydra configs: ``tagger/conf`` in an installed wheel, else ``conf/`` beside the
+    package (a clone, or an editable install of one)."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "conf", package.parent / "conf"):
+        if (candidate / "train.yaml").is_file():
+            return str(candidate)
+    raise ImportError(f"tagger's configs are missing: neither {package}/conf nor ../conf exists")
+
+
+#: The Hydra config directory (``conf/`` of the repository, shipped as ``tagger/conf``).
+CONFIG_DIR = _config_dir()
 
 
 class ConfigError(ValueError):
@@ -50,24 +61,62 @@ def quote_path_values(overrides: list[str]) -> list[str]:
     return quoted
 
 
-def check_group_choices(overrides: list[str], config_dir: str = CONFIG_DIR) -> None:
-    """Refuse ``group=name`` overrides naming no ``conf/group/name.yaml``, in one sentence.
+def user_config_dirs(args: list[str]) -> list[Path] | None:
+    """The config directories a command line adds to Hydra's search path, in its order:
+    ``--config-dir DIR`` (``-cd DIR``) and ``hydra.searchpath=[file:///DIR,...]``.
 
-    Sweep lists (``model=a,b``) are checked name by name; ``null`` removes a group.
+    None when an entry is not a plain directory (``pkg://...``): its groups cannot be listed.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    dirs: list[str] = []
+    for i, arg in enumerate(args):
+        if arg in ("--config-dir", "-cd") and i + 1 < len(args):
+            dirs.append(args[i + 1])
+        elif arg.startswith("--config-dir="):
+            dirs.append(arg.partition("=")[2])
+        elif arg.lstrip("+").startswith("hydra.searchpath="):
+            try:
+                (override,) = OverridesParser.create().parse_overrides([arg])
+            except Exception:  # Hydra itself will say what is wrong with it
+                continue
+            value = override.value()
+            dirs.extend(value if isinstance(value, list) else [value])
+    paths = []
+    for entry in map(str, dirs):
+        scheme, sep, rest = entry.partition("://")
+        if sep and scheme != "file":
+            return None
+        paths.append(Path(rest if sep else entry).expanduser())
+    return paths
+
+
+def check_group_choices(overrides: list[str], config_dir: str = CONFIG_DIR) -> None:
+    """Refuse ``group=name`` overrides naming no ``group/name.yaml``, in one sentence.
+
+    The groups are looked up in ``config_dir`` and in the directories the overrides add to
+    the search path (``user_config_dirs``); with a ``pkg://`` search path nothing is
+    checked. Sweep lists (``model=a,b``) are checked name by name; ``null`` removes a group.
     ``hydra/...`` groups are left to Hydra, whose plugins add options outside ``conf/``.
     Hydra would refuse them too, but with a page of search-path details.
     """
+    user_dirs = user_config_dirs(overrides)
+    if user_dirs is None:
+        return
+    roots = [Path(config_dir), *user_dirs]
     for override in overrides:
         key, sep, value = override.lstrip("+~").partition("=")
-        group = Path(config_dir) / key
-        if not sep or not group.is_dir() or "(" in value or key.startswith("hydra/"):
+        groups = [root / key for root in roots if (root / key).is_dir()]
+        if not sep or not groups or "(" in value or key.startswith("hydra/"):
             continue
-        available = sorted(p.stem for p in group.glob("*.yaml"))
+        available = sorted({p.stem for group in groups for p in group.glob("*.yaml")})
+        where = " or ".join(f"{root}/{key}/*.yaml" for root in user_dirs)
         for choice in value.split(","):
             if choice.strip() not in (*available, "null"):
                 raise ConfigError(
                     f"unknown {key} {choice.strip()!r} in '{override}'; "
-                    f"choose one of: {', '.join(available)} (conf/{key}/*.yaml)"
+                    f"choose one of: {', '.join(available)} (conf/{key}/*.yaml"
+                    f"{' or ' + where if where else ''})"
                 )
 
 

@@ -1,7 +1,8 @@
 """Published MTAT figures (macro ROC-AUC over 50 tags) that runs are compared against.
 
-``published_auc`` finds the figure for a run from its resolved config and its dataset
-description; runs that are not on MTAT, or on a setting no paper reports, get none.
+Sources, tables and settings: docs/results.md. ``published_auc`` finds the figure for a run
+from its resolved config and its dataset description; runs that are not on MTAT, or on a
+setting no paper reports, get none.
 """
 
 from __future__ import annotations

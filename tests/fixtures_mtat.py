@@ -1,7 +1,8 @@
-"""Small datasets in exactly the formats of /work/shared/reference/mtat.md, for the data tests.
+"""Small datasets in exactly the formats of docs/mtat.md, for the data tests.
 
 write_raw_mtat     the raw release: mp3s in part folders + annotations_final.csv
-write_coursework   the coursework's copy: labels pickles + one float32 .npy per clip
+write_coursework   the coursework's copy, two-pickle layout: labels pickles + one .npy per clip
+write_coursework_three   the same copy in the three-pickle layout (train / val / test)
 write_folder       a folder of wav/flac/ogg/mp3 files of mixed rates, lengths, channels
 """
 
@@ -17,7 +18,7 @@ import soundfile
 
 from tagger.data.tagsets import MERGED50, MTAT_COLUMNS
 
-#: The three broken files every real MTAT copy has (mtat.md section 1).
+#: The three broken files every real MTAT copy has (docs/mtat.md, "The raw release").
 EMPTY_MP3 = "6/norine_braun-now_and_zen-08-gently-117-146.mp3"
 CORRUPT_MP3 = (
     "8/jacob_heringman-josquin_des_prez_lute_settings-19-gintzler__pater_noster-204-233.mp3"
@@ -88,11 +89,13 @@ def write_raw_mtat(
 
 @dataclass
 class Coursework:
-    """A written coursework fixture: the two labels DataFrames as pickled."""
+    """A written coursework fixture: the labels DataFrames as pickled (``test`` in the
+    three-pickle layout only)."""
 
     root: Path
     train: pd.DataFrame
     val: pd.DataFrame
+    test: pd.DataFrame | None = None
 
 
 def _clip_frame(
@@ -111,18 +114,48 @@ def _clip_frame(
     return pd.DataFrame(rows, index=range(start, start + len(rows)))
 
 
+def _write_pickles(root: Path, protocol: int, **frames: pd.DataFrame) -> None:
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    for name, frame in frames.items():
+        frame.to_pickle(root / "annotations" / f"{name}_labels.pkl", protocol=protocol)
+
+
 def write_coursework(
-    root: Path, train_parts: str = "01c", val_parts: str = "df", per_part: int = 2, seed: int = 0
+    root: Path,
+    train_parts: str = "01c",
+    val_parts: str = "df",
+    per_part: int = 2,
+    seed: int = 0,
+    protocol: int = 4,
 ) -> Coursework:
-    """``annotations/{train,val}_labels.pkl`` (pickle protocol 4, the val index continuing
-    after the train one) and ``samples/{train,val}/<part>/<clip>.npy`` (float32 [349500])."""
+    """The two-pickle layout: ``annotations/train_labels.pkl`` (parts 0-c; here
+    ``train_parts``) and ``annotations/val_labels.pkl`` (parts d-f, the test split; here
+    ``val_parts``), the val index continuing after the train one, and
+    ``samples/{train,val}/<part>/<clip>.npy`` (float32 [349500])."""
     rng = np.random.default_rng(seed)
     train = _clip_frame(root, "train", train_parts, per_part, 0, rng)
     val = _clip_frame(root, "val", val_parts, per_part, len(train), rng)
-    (root / "annotations").mkdir(parents=True, exist_ok=True)
-    train.to_pickle(root / "annotations" / "train_labels.pkl", protocol=4)
-    val.to_pickle(root / "annotations" / "val_labels.pkl", protocol=4)
+    _write_pickles(root, protocol, train=train, val=val)
     return Coursework(root, train, val)
+
+
+def write_coursework_three(
+    root: Path,
+    train_parts: str = "0ab",
+    test_parts: str = "df",
+    per_part: int = 2,
+    seed: int = 0,
+    protocol: int = 4,
+) -> Coursework:
+    """The three-pickle layout of the same copy: ``train_labels.pkl`` (parts 0-b; here
+    ``train_parts``), ``val_labels.pkl`` (part c, its files under ``samples/train/c/``) and
+    ``test_labels.pkl`` (parts d-f; here ``test_parts``, files under ``samples/val/``)."""
+    rng = np.random.default_rng(seed)
+    train = _clip_frame(root, "train", train_parts, per_part, 0, rng)
+    val = _clip_frame(root, "train", "c", per_part, len(train), rng)
+    test = _clip_frame(root, "val", test_parts, per_part, len(train) + len(val), rng)
+    _write_pickles(root, protocol, train=train, val=val, test=test)
+    return Coursework(root, train, val, test)
 
 
 #: (file, sample rate, seconds, channels, tags, split) of the folder fixture.

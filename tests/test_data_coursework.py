@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -14,8 +17,8 @@ from tagger.data.clips import BadClipError
 from tagger.data.coursework import CourseworkDataModule
 from tagger.data.tagsets import MERGED50
 from tagger.module import TaggingModule
-from tests.conftest import compose_config
-from tests.fixtures_mtat import Coursework, write_coursework
+from tests.conftest import REPO_ROOT, compose_config, run_cli
+from tests.fixtures_mtat import Coursework, write_coursework, write_coursework_three
 
 QUICK = [
     "trainer.max_epochs=1",
@@ -29,6 +32,12 @@ LOADER = {"sample_rate": 12000, "n_subclips": 10, "subclip_len": 34950, "batch_s
 @pytest.fixture(scope="module")
 def coursework(tmp_path_factory: pytest.TempPathFactory) -> Coursework:
     return write_coursework(tmp_path_factory.mktemp("coursework"))
+
+
+@pytest.fixture(scope="module")
+def three(tmp_path_factory: pytest.TempPathFactory) -> Coursework:
+    """The three-pickle layout: train parts 0, a, b; val part c; test parts d, f."""
+    return write_coursework_three(tmp_path_factory.mktemp("three"))
 
 
 def test_trains_and_clips_reach_the_model_unchanged(
@@ -138,42 +147,77 @@ def test_bad_pickles_are_named(coursework: Coursework, tmp_path: Path) -> None:
         CourseworkDataModule(str(root), **LOADER).setup()
 
 
+def _truncated(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-1000])
+
+
 @pytest.mark.parametrize(
-    ("samples", "message"),
+    ("damage", "message"),
     [
-        (np.zeros(349_000, np.float32), "holds shape (349000,); expected 349,500 samples"),
-        (np.zeros(349_500, np.int64), "holds int64 samples; expected float32 or int16"),
-        (np.full(349_500, np.nan, np.float32), "has NaN or infinite samples"),
+        (lambda path: np.save(path, np.zeros(349_000, np.float32)),
+         "holds shape (349000,); expected 349,500 samples"),
+        (lambda path: np.save(path, np.zeros(349_500, np.int64)),
+         "holds int64 samples; expected float32 or int16"),
+        (lambda path: np.save(path, np.zeros((2, 349_500), np.float32)), "holds shape (2, 349500)"),
+        (_truncated, "is truncated: 1,397,128 bytes, its header promises 1,398,128"),
+        (lambda path: path.write_bytes(b"not a numpy file"), "is not a readable .npy"),
     ],
-)
-def test_a_bad_sample_file_is_an_error_naming_the_clip(
-    coursework: Coursework, tmp_path: Path, samples: np.ndarray, message: str
+)  # fmt: skip
+def test_a_bad_sample_file_header_stops_the_start(
+    tmp_path: Path, damage: Callable[[Path], None], message: str
 ) -> None:
     root = tmp_path / "copy"
     copy = write_coursework(root, train_parts="0", val_parts="d", per_part=2)
     bad = copy.train.iloc[1]["file_path"]
-    np.save(root / "samples" / bad, samples)
+    damage(root / "samples" / bad)
     data = CourseworkDataModule(str(root), val_fraction=0.5, **LOADER)
-    data.setup()
-    clips = data.splits["train"].clip_ids + data.splits["val"].clip_ids
+    with pytest.raises(BadClipError) as error:
+        data.setup()
+    assert f"1 of 4 sample files cannot be used (replace or remove them): clip {bad}: " in str(
+        error.value
+    )
+    assert message in str(error.value)
+
+
+def test_every_bad_sample_file_is_named_in_one_error(tmp_path: Path) -> None:
+    root = tmp_path / "copy"
+    copy = write_coursework(root, train_parts="0c", val_parts="d", per_part=2)
+    bad = [copy.train.iloc[0]["file_path"], copy.val.iloc[1]["file_path"]]
+    _truncated(root / "samples" / bad[0])
+    np.save(root / "samples" / bad[1], np.zeros(10, np.int16))
+    with pytest.raises(BadClipError) as error:
+        CourseworkDataModule(str(root), **LOADER).setup()
+    message = str(error.value)
+    assert message.startswith("2 of 6 sample files cannot be used") and "\n" not in message
+    assert f"clip {bad[0]}: " in message and "is truncated" in message
+    assert f"clip {bad[1]}: " in message and "holds shape (10,)" in message
+
+
+def test_nan_samples_are_an_error_naming_the_clip_when_read(tmp_path: Path) -> None:
+    root = tmp_path / "copy"
+    copy = write_coursework(root, train_parts="0", val_parts="d", per_part=2)
+    bad = copy.train.iloc[1]["file_path"]
+    np.save(root / "samples" / bad, np.full(349_500, np.nan, np.float32))
+    data = CourseworkDataModule(str(root), val_fraction=0.5, **LOADER)
+    data.setup()  # the header is fine; the samples are read when the clip is
     with pytest.raises(BadClipError) as error:
         for split in ("train", "val"):
             for _ in data.loader(split):
                 pass
-    assert f"clip {bad}" in str(error.value) and message in str(error.value)
-    assert bad in clips
+    assert f"clip {bad}" in str(error.value) and "has NaN or infinite samples" in str(error.value)
 
 
-def test_training_stops_at_a_bad_sample(coursework: Coursework, tmp_path: Path) -> None:
+def test_training_stops_at_a_bad_sample_before_it_starts(tmp_path: Path) -> None:
     root = tmp_path / "copy"
     copy = write_coursework(root, train_parts="0c", val_parts="d", per_part=2)
-    bad = copy.train.iloc[0]["file_path"]
+    bad = copy.val.iloc[0]["file_path"]  # a test clip: training would reach it last
     np.save(root / "samples" / bad, np.zeros(1000, np.float32))
     cfg = compose_config(
         "train", tmp_path / "run", ["data=coursework", f"data.root={root}", *QUICK]
     )
     with pytest.raises(BadClipError, match=f"clip {bad}: .* holds shape \\(1000,\\)"):
         train(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists()  # no epoch ran
 
 
 def test_labels_come_from_the_pickle_in_row_order(coursework: Coursework) -> None:
@@ -184,3 +228,93 @@ def test_labels_come_from_the_pickle_in_row_order(coursework: Coursework) -> Non
     expected = np.stack(coursework.val["label"].to_list()).astype(np.float32)
     np.testing.assert_array_equal(test.labels, expected)
     assert list(coursework.val.index) == [6, 7, 8, 9]  # the val index continues after train
+
+
+def test_the_two_pickle_layout_is_named_with_its_clip_counts(coursework: Coursework) -> None:
+    data = CourseworkDataModule(str(coursework.root), val_parts=["c"], **LOADER)
+    assert data.split_sizes() == {"train_clips": 4, "val_clips": 2, "test_clips": 4}
+    described = data.describe()
+    assert described["layout"] == "two pickles"
+    assert described["pickles"] == {"train": "train_labels.pkl", "test": "val_labels.pkl"}
+    assert described["clips"] == {"train": 4, "val": 2, "test": 4}
+
+
+def test_the_three_pickle_layout_reads_each_split_from_its_own_pickle(
+    three: Coursework, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert all(path.startswith("train/c/") for path in three.val["file_path"])
+    assert set(three.train["part"]) == {"0", "a", "b"} and set(three.test["part"]) == {"d", "f"}
+    data = CourseworkDataModule(str(three.root), val_parts=["c"], **LOADER)  # the default
+    with caplog.at_level("INFO", logger="tagger.data.coursework"):
+        assert data.split_sizes() == {"train_clips": 6, "val_clips": 2, "test_clips": 4}
+    assert "three pickles layout (train_labels.pkl, val_labels.pkl, test_labels.pkl); " \
+        "train 6, val 2, test 4 clips" in caplog.text  # fmt: skip
+    for split, frame in (("train", three.train), ("val", three.val), ("test", three.test)):
+        assert data.splits[split].clip_ids == list(frame["file_path"])
+        expected = np.stack(frame["label"].to_list()).astype(np.float32)
+        np.testing.assert_array_equal(data.splits[split].labels, expected)
+    described = data.describe()
+    assert (described["layout"], described["validation"]) == (
+        "three pickles",
+        "val_labels.pkl (three-pickle layout)",
+    )
+    assert described["clips"] == {"train": 6, "val": 2, "test": 4}
+    # nothing is carved: without val_parts the split is the same
+    data = CourseworkDataModule(str(three.root), **LOADER)
+    assert data.split_sizes() == {"train_clips": 6, "val_clips": 2, "test_clips": 4}
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_pickles_of_other_protocols_load(tmp_path: Path, protocol: int) -> None:
+    copy = write_coursework_three(tmp_path, train_parts="0", test_parts="d", per_part=1,
+                                  protocol=protocol)  # fmt: skip
+    data = CourseworkDataModule(str(copy.root), **LOADER)
+    assert data.split_sizes() == {"train_clips": 1, "val_clips": 1, "test_clips": 1}
+
+
+def test_layouts_that_fit_neither_are_named(three: Coursework, tmp_path: Path) -> None:
+    def copy(name: str, **frames: object) -> Path:
+        root = tmp_path / name
+        (root / "annotations").mkdir(parents=True)
+        (root / "samples").symlink_to(three.root / "samples")
+        for split, frame in frames.items():
+            frame.to_pickle(root / "annotations" / f"{split}_labels.pkl")
+        return root
+
+    root = copy("no-val", train=three.train, test=three.test)
+    with pytest.raises(ConfigError) as error:
+        CourseworkDataModule(str(root), **LOADER).setup()
+    assert str(error.value) == (
+        f"{root / 'annotations'} holds test_labels.pkl, train_labels.pkl; expected "
+        "train_labels.pkl and val_labels.pkl (two-pickle layout) or those and "
+        "test_labels.pkl (three-pickle layout)"
+    )
+
+    overlapping = pd.concat([three.val, three.test.iloc[:1]])
+    root = copy("overlap", train=three.train, val=overlapping, test=three.test)
+    clip = three.test.iloc[0]["file_path"]
+    with pytest.raises(ConfigError) as error:
+        CourseworkDataModule(str(root), **LOADER).setup()
+    assert str(error.value) == (
+        f"{clip} is listed in both val_labels.pkl and test_labels.pkl in "
+        f"{root / 'annotations'}; a clip belongs to one split"
+    )
+
+    with pytest.raises(ConfigError, match=r"data\.val_fraction are for the two-pickle layout"):
+        CourseworkDataModule(str(three.root), val_fraction=0.1, **LOADER).setup()
+
+
+@pytest.mark.slow
+def test_train_py_on_the_three_pickle_layout(three: Coursework, tmp_path: Path) -> None:
+    result = run_cli(
+        str(REPO_ROOT / "train.py"), "data=coursework", f"data.root={three.root}", *QUICK,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "three pickles layout" in result.stdout
+    (path,) = (tmp_path / "outputs" / "train" / "runs").glob("*/metrics.json")
+    metrics = json.loads(path.read_text())
+    assert (metrics["train_clips"], metrics["val_clips"], metrics["test_clips"]) == (6, 2, 4)
+    assert metrics["dataset"]["layout"] == "three pickles"
+    assert metrics["dataset"]["clips"] == {"train": 6, "val": 2, "test": 4}
+    assert metrics["test"]["checkpoint"] != "final weights"  # tested on test_labels.pkl

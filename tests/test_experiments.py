@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import subprocess
+import sys
+import venv
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,23 @@ def run_study(script: Path, out: Path, *overrides: str, **env: str) -> subproces
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "OUT": str(out), **env},
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
+
+
+def bare_python_env(root: Path) -> dict[str, str]:
+    """An environment whose ``python``/``python3`` (and ``$VIRTUAL_ENV``) are a fresh venv
+    without tagger's packages, first on the PATH, and with no ``PYTHON`` set."""
+    bare = root / "bare-venv"
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(bare)
+    probe = "import importlib.util as u; print(u.find_spec('torch'))"
+    found = subprocess.run(
+        [str(bare / "bin" / "python3"), "-c", probe], capture_output=True, text=True
+    )
+    assert found.stdout.strip() == "None", "the bare venv must not see torch"
+    env = {key: value for key, value in os.environ.items() if key != "PYTHON"}
+    env.update(PATH=f"{bare / 'bin'}{os.pathsep}{os.environ['PATH']}", VIRTUAL_ENV=str(bare))
+    if not (REPO_ROOT / ".venv" / "bin" / "python").exists():  # installed with VENV=...
+        env.setdefault("VENV", sys.prefix)
+    return env
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -81,9 +101,14 @@ def test_every_study_sweeps_existing_configs(script: Path, tmp_path: Path) -> No
 
 @pytest.mark.slow
 def test_optimizer_study_runs_and_reports_one_row_per_config(tmp_path: Path) -> None:
+    """``python``/``python3`` on the PATH lack tagger's packages: the study finds the
+    project's environment by itself (the repository's .venv, or $VENV)."""
     out = tmp_path / "optimizers"
-    result = run_study(REPO_ROOT / "experiments" / "optimizers.sh", out, *TINY, SEEDS="1")
+    env = bare_python_env(tmp_path)
+    script = REPO_ROOT / "experiments" / "optimizers.sh"
+    result = run_study(script, out, *TINY, SEEDS="1", QUICK="1", **env)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert str(tmp_path / "bare-venv") not in result.stderr.splitlines()[0]
     with open(out / "report.csv", newline="") as table:
         rows = list(csv.DictReader(table))
     assert [row["config"] for row in rows] == [
@@ -96,3 +121,14 @@ def test_optimizer_study_runs_and_reports_one_row_per_config(tmp_path: Path) -> 
     markdown = (out / "report.md").read_text()
     assert "| published |" in markdown
     assert sum("| n/a | n/a |" in line for line in markdown.splitlines()) == 3
+
+
+def test_a_study_without_an_environment_says_how_to_name_one(tmp_path: Path) -> None:
+    """A copy of the study scripts outside any environment: one line, exit 2, no traceback."""
+    shutil.copytree(REPO_ROOT / "experiments", tmp_path / "repo" / "experiments")
+    env = bare_python_env(tmp_path)
+    env.pop("VENV", None)
+    result = run_study(tmp_path / "repo" / "experiments" / "optimizers.sh", tmp_path / "out", **env)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "set PYTHON=/path/to/env/bin/python" in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""

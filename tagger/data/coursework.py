@@ -1,21 +1,31 @@
 """The coursework's preprocessed MTAT copy, read in place (``data=coursework``).
 
-Layout (``/work/shared/reference/mtat.md`` section 4)::
+Two layouts of the same copy are in use (docs/mtat.md, "The coursework's copy"); the
+layout is read from the files present in ``ROOT/annotations``::
 
-    ROOT/annotations/train_labels.pkl   parts 0-c: the training clips
-    ROOT/annotations/val_labels.pkl     parts d-f: used as the test split, as the coursework did
-    ROOT/samples/<file_path>            one .npy per clip: 349,500 samples at 12 kHz,
-                                        int16 scale, float32 or int16, flat or [10, 34950]
+    two pickles    train_labels.pkl  parts 0-c, the training clips
+                   val_labels.pkl    parts d-f, used as the test split (as the coursework did)
+    three pickles  train_labels.pkl  parts 0-b, the training clips
+                   val_labels.pkl    part c (files under samples/train/c/), validation
+                   test_labels.pkl   parts d-f, the test split
+    both           ROOT/samples/<file_path>: one .npy per clip, 349,500 samples at 12 kHz,
+                   int16 scale, float32 or int16, flat or [10, 34950]
 
 Each pickle is a pandas DataFrame with columns ``file_path`` (relative to ``samples/``),
-``label`` (50 floats: the ``merged50`` tags) and ``part`` (``0``-``f``). Validation clips
-are carved out of the training pickle by part (``data.val_parts``) or by a seeded
-fraction (``data.val_fraction``); with neither, validation uses the test split, as the
-coursework did (then early stopping and checkpoint selection see the test clips).
+``label`` (50 floats: the ``merged50`` tags) and ``part`` (``0``-``f``). With two pickles,
+validation clips are carved out of the training pickle by part (``data.val_parts``) or by
+a seeded fraction (``data.val_fraction``); with neither, validation uses the test split,
+as the coursework did (then early stopping and checkpoint selection see the test clips).
+With three pickles each split is its own pickle and nothing is carved.
+
+Every sample file's ``.npy`` header and size are checked at start-up, so a truncated file
+or one of another shape or dtype stops the run before training, in one error naming them.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +38,23 @@ from tagger.data.datamodule import ClipDataModule
 from tagger.data.splits import carve_validation
 from tagger.data.tagsets import MERGED50
 
+log = logging.getLogger(__name__)
+
 #: Samples per coursework clip: 29.125 s at 12 kHz.
 CLIP_SAMPLES = 349_500
 COLUMNS = ("file_path", "label", "part")
 SAMPLE_DTYPES = (np.float32, np.float64, np.int16)
+#: layout -> split -> its labels pickle in ``annotations/`` (``None``: carved from train)
+LAYOUTS: dict[str, dict[str, str | None]] = {
+    "two pickles": {"train": "train_labels.pkl", "val": None, "test": "val_labels.pkl"},
+    "three pickles": {
+        "train": "train_labels.pkl",
+        "val": "val_labels.pkl",
+        "test": "test_labels.pkl",
+    },
+}
+#: bad files named in full in a start-up error; the rest are counted
+NAMED_BAD_FILES = 10
 
 
 class NpyClipFiles:
@@ -70,8 +93,59 @@ class NpyClipFiles:
         return samples.reshape(-1)
 
 
+def npy_header_problem(path: Path) -> str | None:
+    """What is wrong with a sample file's ``.npy`` header or size, or None if nothing.
+
+    Reads only the header (``np.lib.format.read_magic`` and ``read_array_header_*``) and
+    compares the file's size with what the header promises; the samples are not read.
+    """
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, _, dtype = read_header(f)
+            data_start = f.tell()
+    except FileNotFoundError:
+        return "does not exist"
+    except (ValueError, OSError, EOFError) as error:
+        return f"is not a readable .npy ({error})"
+    if dtype.type not in SAMPLE_DTYPES:
+        return f"holds {dtype} samples; expected float32 or int16 on the int16 scale"
+    if math.prod(shape) != CLIP_SAMPLES or len(shape) > 2:
+        return f"holds shape {shape}; expected {CLIP_SAMPLES:,} samples, flat or as [10, 34950]"
+    expected = data_start + CLIP_SAMPLES * dtype.itemsize
+    size = path.stat().st_size
+    if size < expected:
+        return f"is truncated: {size:,} bytes, its header promises {expected:,}"
+    return None
+
+
+def check_npy_headers(paths: list[Path], clip_ids: list[str]) -> None:
+    """Check every sample file's header and size; raise one ``BadClipError`` naming the bad
+    files (the first ``NAMED_BAD_FILES`` of them, and how many there are)."""
+    bad = [
+        f"clip {clip}: {path} {problem}"
+        for path, clip in zip(paths, clip_ids, strict=True)
+        if (problem := npy_header_problem(path)) is not None
+    ]
+    if bad:
+        more = f"; and {len(bad) - NAMED_BAD_FILES} more" if len(bad) > NAMED_BAD_FILES else ""
+        raise BadClipError(
+            f"{len(bad)} of {len(paths):,} sample files cannot be used (replace or remove "
+            f"them): {'; '.join(bad[:NAMED_BAD_FILES])}{more}"
+        )
+
+
 def read_labels_pickle(path: Path) -> pd.DataFrame:
-    """A coursework labels pickle, checked: its columns and 50 labels per row."""
+    """A coursework labels pickle, checked: its columns and 50 labels per row.
+
+    ``pd.read_pickle`` also reads pickles written by older pandas versions. Unpickling can
+    run code: read only label pickles from a source you trust.
+    """
     if not path.is_file():
         raise ConfigError(f"{path} does not exist (expected the coursework's labels pickle)")
     try:
@@ -126,8 +200,62 @@ class CourseworkDataModule(ClipDataModule):
     def tag_names(self) -> list[str]:
         return list(MERGED50)
 
+    def layout(self) -> str:
+        """``"two pickles"`` or ``"three pickles"``, from the files in ``annotations/``."""
+        annotations = self.root / "annotations"
+        found = {
+            split for split in ("train", "val", "test")
+            if (annotations / f"{split}_labels.pkl").is_file()
+        }  # fmt: skip
+        if found == {"train", "val", "test"}:
+            return "three pickles"
+        if found == {"train", "val"}:
+            return "two pickles"
+        listed = ", ".join(f"{name}_labels.pkl" for name in sorted(found)) or "no labels pickle"
+        raise ConfigError(
+            f"{annotations} holds {listed}; expected train_labels.pkl and val_labels.pkl "
+            "(two-pickle layout) or those and test_labels.pkl (three-pickle layout)"
+        )
+
+    def _frames(self, layout: str) -> dict[str, pd.DataFrame]:
+        """The labels pickles of ``layout`` as frames, one per split, with no clip in two."""
+        annotations = self.root / "annotations"
+        carving = self.val_fraction or self.val_parts not in (None, ["c"])
+        if layout == "three pickles" and carving:
+            raise ConfigError(
+                f"{annotations} holds test_labels.pkl, so validation is val_labels.pkl (part c); "
+                "data.val_parts and data.val_fraction are for the two-pickle layout (set "
+                "data.val_parts=null data.val_fraction=null)"
+            )
+        pickles = {split: name for split, name in LAYOUTS[layout].items() if name is not None}
+        frames = {split: read_labels_pickle(annotations / name) for split, name in pickles.items()}
+        owner: dict[str, str] = {}
+        for split, frame in frames.items():
+            for file_path in map(str, frame["file_path"]):
+                if owner.setdefault(file_path, split) != split:
+                    raise ConfigError(
+                        f"{file_path} is listed in both {pickles[owner[file_path]]} and "
+                        f"{pickles[split]} in {annotations}; a clip belongs to one split"
+                    )
+        if layout == "two pickles":
+            train = frames["train"]
+            parts = [str(part) for part in train["part"]]
+            is_val = carve_validation(parts, self.val_parts, self.val_fraction, self.split_seed)
+            frames["train"] = train[~is_val]
+            if is_val.any():
+                frames["val"] = train[is_val]
+        return frames
+
     def _dataset(self, frame: pd.DataFrame) -> ClipDataset:
         ids = [str(path) for path in frame["file_path"]]
+        paths = [self.root / "samples" / path for path in ids]
+        labels = np.stack([np.asarray(label, np.float32) for label in frame["label"]])
+        return ClipDataset(NpyClipFiles(paths, ids), labels, ids, self.n_subclips, self.subclip_len)
+
+    def load_splits(self) -> dict[str, ClipDataset]:
+        layout = self.layout()
+        frames = self._frames(layout)
+        ids = [str(path) for frame in frames.values() for path in frame["file_path"]]
         paths = [self.root / "samples" / path for path in ids]
         missing = [path for path in paths if not path.is_file()]
         if missing:
@@ -135,20 +263,19 @@ class CourseworkDataModule(ClipDataModule):
                 f"{len(missing)} sample file(s) listed in the labels pickles do not exist, "
                 f"e.g. {missing[0]}; is data.root the folder holding samples/?"
             )
-        labels = np.stack([np.asarray(label, np.float32) for label in frame["label"]])
-        return ClipDataset(NpyClipFiles(paths, ids), labels, ids, self.n_subclips, self.subclip_len)
-
-    def load_splits(self) -> dict[str, ClipDataset]:
-        annotations = self.root / "annotations"
-        train = read_labels_pickle(annotations / "train_labels.pkl")
-        test = read_labels_pickle(annotations / "val_labels.pkl")
-        parts = [str(part) for part in train["part"]]
-        is_val = carve_validation(parts, self.val_parts, self.val_fraction, self.split_seed)
-        splits = {"train": self._dataset(train[~is_val]), "test": self._dataset(test)}
-        splits["val"] = self._dataset(train[is_val]) if is_val.any() else splits["test"]
+        check_npy_headers(paths, ids)
+        splits = {split: self._dataset(frame) for split, frame in frames.items()}
+        splits.setdefault("val", splits["test"])
+        log.info(
+            "coursework at %s: %s layout (%s); train %d, val %d, test %d clips; validation: %s",
+            self.root, layout, ", ".join(name for name in LAYOUTS[layout].values() if name),
+            len(splits["train"]), len(splits["val"]), len(splits["test"]), self.validation_rule(),
+        )  # fmt: skip
         return splits
 
     def validation_rule(self) -> str:
+        if self.layout() == "three pickles":
+            return "val_labels.pkl (three-pickle layout)"
         if self.val_parts:
             return f"part(s) {', '.join(self.val_parts)} of train_labels.pkl"
         if self.val_fraction:
@@ -156,13 +283,19 @@ class CourseworkDataModule(ClipDataModule):
         return "the test split (val_labels.pkl), as in the coursework"
 
     def describe(self) -> dict[str, Any]:
-        return {
+        layout = self.layout()
+        described = {
             "name": "coursework",
             "real_music": True,
             "description": "the coursework's preprocessed MagnaTagATune copy (merged50 tags)",
             "root": str(self.root.resolve()),
+            "layout": layout,
+            "pickles": {split: name for split, name in LAYOUTS[layout].items() if name},
             "tag_set": "merged50",
             "split": "coursework",
             "validation": self.validation_rule(),
             "sample_rate": self.sample_rate,
         }
+        if self.splits:
+            described["clips"] = {split: len(data) for split, data in self.splits.items()}
+        return described

@@ -1,7 +1,7 @@
 """Train/val/test splits: MTAT's published split rules and seeded splits for other data.
 
 MTAT's clips sit in 16 folders ("parts") ``0``-``f``; the split rules in use
-(``/work/shared/reference/mtat.md`` section 3) are:
+(docs/mtat.md, "Splits") are:
 
     dieleman     train 0-b, val c, test d-f; every clip kept
     coursework   train 0-c, test d-f, no val; clips with no tag in the tag set dropped

@@ -5,7 +5,7 @@ of those columns is 1. ``top50`` takes single columns; ``merged50`` merges synon
 (``classical`` = classical, clasical or classic). A tag-set file does the same in text:
 one tag per line, either a raw column name or ``merged/synonym/synonym`` (the first
 name is the tag's name); blank lines and lines starting with ``#`` are ignored.
-See ``/work/shared/reference/mtat.md`` section 2 for the source of these lists.
+docs/mtat.md ("Tag sets") gives the source of these lists.
 """
 
 from __future__ import annotations
