@@ -10,12 +10,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from tagger.errors import ConfigError
+
 #: The Hydra config directory at the repository root.
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot work, with a message that says which setting to change."""
 
 
 def find_config_error(error: BaseException) -> ConfigError | None:
