@@ -21,7 +21,7 @@ class ClipSource(Protocol):
     def read(self, indices: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
         """Windows of ``length`` samples of clips ``indices`` [B], window w of clip b starting
         at sample ``starts[b, w]`` (``starts`` [B, W], or [1, W] for the same windows in every
-        clip): [B, W, 1, length] in ``dtype``, each sample copied once."""
+        clip): [B, W, 1, length] in ``dtype``, written straight into that one array."""
         ...
 
 
