@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Protocol
 
 import numpy as np
@@ -27,7 +26,7 @@ class ClipSource(Protocol):
 
 def runs(
     indices: np.ndarray, starts: np.ndarray, out: np.ndarray
-) -> Iterator[tuple[int, int, np.ndarray]]:
+) -> list[tuple[int, int, np.ndarray]]:
     """The copies that fill ``out`` [B, W, 1, length] as ``ClipSource.read`` describes it:
     (clip, first sample, the part of ``out`` to fill), clip by clip in batch order.
 
@@ -35,14 +34,16 @@ def runs(
     so each clip is then one copy; windows elsewhere (random windows) are a copy each.
     """
     batch, n_windows, _, length = out.shape
-    starts = np.broadcast_to(starts, (batch, n_windows))
-    if n_windows > 1 and (np.diff(starts, axis=1) == length).all():
+    if (starts[:, 1:] - starts[:, :-1] == length).all():
         starts, parts = starts[:, :1], out.reshape(batch, 1, n_windows * length)
     else:
         parts = out.reshape(batch, n_windows, length)
-    for clip, clip_starts, clip_parts in zip(indices.tolist(), starts.tolist(), parts, strict=True):
-        for start, part in zip(clip_starts, clip_parts, strict=True):
-            yield clip, start, part
+    rows = starts.tolist() * (batch if len(starts) == 1 else 1)  # [1, W] is every clip's
+    return [
+        (clip, start, part)
+        for clip, clip_starts, clip_parts in zip(indices.tolist(), rows, parts, strict=True)
+        for start, part in zip(clip_starts, clip_parts, strict=True)
+    ]
 
 
 class ArrayClips:

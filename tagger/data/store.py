@@ -25,7 +25,6 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -281,7 +280,7 @@ class StoreAudio:
                 )
         return out
 
-    def _copy_from_map(self, copies: Iterator[tuple[int, int, np.ndarray]]) -> None:
+    def _copy_from_map(self, copies: list[tuple[int, int, np.ndarray]]) -> None:
         if self._map is None:
             with open(self.path, "rb") as f:
                 self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
