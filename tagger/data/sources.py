@@ -60,6 +60,7 @@ class ArrayClips:
         self.dtype = np.dtype(np.int16 if audio.dtype == np.int16 else np.float32)
 
     def read(self, indices: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+        """See ``ClipSource.read``: slices of the array, [B, W, 1, length]."""
         out = np.empty((len(indices), np.shape(starts)[1], 1, length), self.dtype)
         for clip, start, part in runs(indices, starts, out):
             part[:] = self.audio[clip, start : start + part.size]
