@@ -74,9 +74,10 @@ def evict(files: list[Path]) -> None:
 def read_case(directory: Path, kind: str) -> dict[str, float]:
     """One case, run in its own process: read every clip twice in random batches of 10."""
     import torch
-    from torch.utils.data import DataLoader, RandomSampler
+    from torch.utils.data import DataLoader, RandomSampler, default_convert
 
-    from tagger.data.clips import ClipDataset, collate_clips
+    from tagger.data.clips import ClipDataset
+    from tagger.data.sources import ArrayClips
 
     labels = np.load(directory / "labels.npy")
     if kind == "store":
@@ -86,20 +87,20 @@ def read_case(directory: Path, kind: str) -> dict[str, float]:
         ids = [str(p.relative_to(directory / "npy")) for p in files_of(directory, "npy")]
         audio = NpyClipFiles([directory / "npy" / i for i in ids], ids)
     warm_up = ClipDataset(
-        np.zeros((BATCH, CLIP_SAMPLES), np.int16),
+        ArrayClips(np.zeros((BATCH, CLIP_SAMPLES), np.int16)),
         labels[:BATCH],
         [""] * BATCH,
         N_SUBCLIPS,
         SUBCLIP_LEN,
     )
     # first-call costs, outside the timing
-    for _ in DataLoader(warm_up, batch_size=BATCH, collate_fn=collate_clips):
+    for _ in DataLoader(warm_up, batch_size=BATCH, collate_fn=default_convert):
         pass
     result = {"kind": kind}
     if kind != "baseline":
         dataset = ClipDataset(audio, labels, ids, N_SUBCLIPS, SUBCLIP_LEN)
         sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(0))
-        loader = DataLoader(dataset, batch_size=BATCH, sampler=sampler, collate_fn=collate_clips)
+        loader = DataLoader(dataset, batch_size=BATCH, sampler=sampler, collate_fn=default_convert)
         for name in ("cold", "warm"):
             started = time.perf_counter()
             for batch in loader:

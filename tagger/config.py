@@ -10,6 +10,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from tagger.errors import ConfigError
+
 
 def _config_dir() -> str:
     """The Hydra configs: ``tagger/conf`` in an installed wheel, else ``conf/`` beside the
@@ -23,10 +25,6 @@ def _config_dir() -> str:
 
 #: The Hydra config directory (``conf/`` of the repository, shipped as ``tagger/conf``).
 CONFIG_DIR = _config_dir()
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot work, with a message that says which setting to change."""
 
 
 def find_config_error(error: BaseException) -> ConfigError | None:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from tagger.aggregation import clip_probabilities
-from tagger.config import ConfigError
+from tagger.errors import ConfigError
 from tagger.module import TaggingModule, subclip_logits
 from tagger.run_files import write_text
 

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from tagger.aggregation import AGGREGATIONS, Aggregation, clip_loss, clip_probabilities
-from tagger.config import ConfigError
+from tagger.errors import ConfigError
 from tagger.metrics import EpochTagScores, TagScores
 
 log = logging.getLogger(__name__)

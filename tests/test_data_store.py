@@ -17,7 +17,9 @@ import soundfile
 from tagger.cli.prepare import prepare
 from tagger.config import ConfigError
 from tagger.data import build
-from tagger.data.clips import ClipDataset, EpochShuffleSampler, RandomWindows
+from tagger.data.clips import ClipDataset, RandomWindows
+from tagger.data.sampler import EpochShuffleSampler
+from tagger.data.sources import ArrayClips
 from tagger.data.store import ClipStore, partial_dir
 from tagger.data.store_data import StoreDataModule
 from tests.conftest import REPO_ROOT, run_cli
@@ -129,7 +131,7 @@ def test_store_files_and_a_damaged_store(tmp_path: Path) -> None:
 
 
 def test_random_windows_depend_only_on_seed_epoch_and_clip() -> None:
-    audio = np.arange(3 * 1000, dtype=np.int16).reshape(3, 1000)
+    audio = ArrayClips(np.arange(3 * 1000, dtype=np.int16).reshape(3, 1000))
     clips = ClipDataset(audio, np.eye(3), ["a", "b", "c"], n_subclips=4, subclip_len=250)
     windows = RandomWindows(clips, n_windows=2, seed=7)
     sampler = EpochShuffleSampler(3, seed=7, with_epoch=True)

@@ -14,7 +14,7 @@ import torch
 from lightning import Callback, LightningModule, Trainer
 
 from tagger.cli.train import train
-from tagger.data.clips import EpochShuffleSampler
+from tagger.data.sampler import EpochShuffleSampler
 from tests.conftest import REPO_ROOT, TINY, compose_config, run_cli
 
 # 120 training clips in batches of 10: 12 steps per epoch, a step checkpoint every 5

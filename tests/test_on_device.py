@@ -7,7 +7,8 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from tagger.cli.train import train
-from tagger.data.clips import DeviceBatches, EpochShuffleSampler, to_device
+from tagger.data.device import DeviceBatches, to_device
+from tagger.data.sampler import EpochShuffleSampler
 from tagger.data.synthetic import SyntheticDataModule
 
 LOADER_ARGS = {
@@ -89,3 +90,15 @@ def test_ddp_shards_are_those_of_distributed_sampler(shuffled: bool) -> None:
         assert len(batches) == 2 and batches.order().tolist() == expected
         got = torch.cat([batch["index"] for batch in batches])
         assert got.tolist() == expected
+
+
+def test_a_resumed_epoch_goes_on_from_where_it_stopped() -> None:
+    device = SyntheticDataModule(**LOADER_ARGS, on_device=True)
+    device.setup()
+    audio, labels = to_device(device.splits["train"], torch.device("cpu"))
+    sampler = EpochShuffleSampler(len(audio), seed=5)
+    sampler.set_epoch(3)
+    whole = list(sampler)
+    sampler.resume(epoch=3, position=10)  # two batches of 5 done before the interruption
+    batches = DeviceBatches(audio, labels, 2, 4096, 5, sampler)
+    assert torch.cat([batch["index"] for batch in batches]).tolist() == whole[10:]

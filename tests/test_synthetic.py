@@ -80,5 +80,5 @@ def test_datamodule_batches_are_mtat_shaped() -> None:
     assert dm.describe()["name"] == "synthetic" and dm.describe()["real_music"] is False
     index = int(batch["index"][0])
     np.testing.assert_array_equal(
-        batch["audio"][0].flatten().numpy(), dm.splits["train"].audio[index].astype(np.float32)
+        batch["audio"][0].flatten().numpy(), dm.splits["train"].source.audio[index]
     )

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from tagger.cli.evaluate import load_checkpoint
-from tagger.config import ConfigError
+from tagger.errors import ConfigError
 from tagger.export import export, metadata
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 import warnings
 
-from tagger.config import ConfigError
+from tagger.errors import ConfigError
 from tagger.zoo import ModelRow, model_names, zoo_rows
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tagger.config import ConfigError
 from tagger.data.audio import AudioError
+from tagger.errors import ConfigError
 from tagger.predict import AUDIO_SUFFIXES, Prediction, Tagger, audio_files
 
 

@@ -20,11 +20,11 @@ import json
 import sys
 from pathlib import Path
 
-from tagger.config import ConfigError
 from tagger.data.build import available_cores, build_store
 from tagger.data.folder import folder_plan
 from tagger.data.mtat import mtat_plan
 from tagger.data.store import META_FILE, TRUNCATED_POLICIES, StorePlan
+from tagger.errors import ConfigError
 
 
 def parser() -> argparse.ArgumentParser:

@@ -32,11 +32,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tagger.config import ConfigError
-from tagger.data.clips import BadClipError, ClipDataset
+from tagger.data.clips import ClipDataset
 from tagger.data.datamodule import ClipDataModule
+from tagger.data.sources import runs
 from tagger.data.splits import carve_validation
 from tagger.data.tagsets import MERGED50
+from tagger.errors import BadClipError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -58,21 +59,22 @@ NAMED_BAD_FILES = 10
 
 
 class NpyClipFiles:
-    """The clips of one ``.npy`` file each, as a ``ClipArray``: ``files[i]`` is [349500].
+    """The clips of one ``.npy`` file each, as a ``ClipSource`` of float32 [349500] clips.
 
-    Every read checks the file and raises ``BadClipError`` naming the clip when it is
-    missing, unreadable, of another dtype or of another length.
+    ``read`` loads each file of the batch whole and checks it: a file that is missing,
+    unreadable, of another dtype or of another length raises ``BadClipError`` naming the
+    clip. Files may hold float32, float64 or int16 samples, flat or [10, 34950].
     """
+
+    dtype = np.dtype(np.float32)
 
     def __init__(self, paths: list[Path], clip_ids: list[str]) -> None:
         self.paths = paths
         self.clip_ids = clip_ids
         self.shape = (len(paths), CLIP_SAMPLES)
 
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> np.ndarray:
+    def load(self, index: int) -> np.ndarray:
+        """All samples of clip ``index``, as stored: [349500]."""
         path, clip = self.paths[index], self.clip_ids[index]
         try:
             samples = np.load(path, allow_pickle=False)
@@ -91,6 +93,16 @@ class NpyClipFiles:
                 "samples, flat or as [10, 34950]"
             )
         return samples.reshape(-1)
+
+    def read(self, indices: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+        """See ``ClipSource.read``: float32 [B, W, 1, length]."""
+        out = np.empty((len(indices), np.shape(starts)[1], 1, length), self.dtype)
+        loaded: tuple[int, np.ndarray] | None = None  # (clip, its samples): one load per clip
+        for clip, start, part in runs(indices, starts, out):
+            if loaded is None or loaded[0] != clip:
+                loaded = (clip, self.load(clip))
+            part[:] = loaded[1][start : start + part.size]
+        return out
 
 
 def npy_header_problem(path: Path) -> str | None:

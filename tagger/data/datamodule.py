@@ -8,16 +8,11 @@ from typing import Any
 
 import torch
 from lightning import LightningDataModule
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_convert
 
-from tagger.data.clips import (
-    ClipDataset,
-    DeviceBatches,
-    EpochShuffleSampler,
-    RandomWindows,
-    collate_clips,
-    to_device,
-)
+from tagger.data.clips import ClipDataset, RandomWindows
+from tagger.data.device import DeviceBatches, to_device
+from tagger.data.sampler import EpochShuffleSampler
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +142,7 @@ class ClipDataModule(LightningDataModule):
             dataset,
             batch_size=self.batch_size,
             sampler=sampler,
-            collate_fn=collate_clips,
+            collate_fn=default_convert,  # the datasets' ``__getitems__`` read whole batches
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tagger.config import ConfigError
 from tagger.data.splits import SPLIT_NAMES, seeded_split
 from tagger.data.store import StoreClip, StorePlan
+from tagger.errors import ConfigError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 

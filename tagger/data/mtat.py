@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tagger.config import ConfigError
 from tagger.data.splits import split_rule
 from tagger.data.store import StoreClip, StorePlan
 from tagger.data.tagsets import MTAT_COLUMNS, tagset
+from tagger.errors import ConfigError
 
 ANNOTATIONS = "annotations_final.csv"
 HEADER = ("clip_id", *MTAT_COLUMNS, "mp3_path")

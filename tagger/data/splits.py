@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tagger.config import ConfigError
+from tagger.errors import ConfigError
 
 PARTS = "0123456789abcdef"
 SPLIT_NAMES = ("train", "val", "test")

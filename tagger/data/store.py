@@ -1,4 +1,4 @@
-"""The clip store: one directory per prepared dataset, read through a memory map.
+"""The clip store: one directory per prepared dataset, read by positioned reads.
 
 Layout (format version 1)::
 
@@ -29,14 +29,14 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 import numpy as np
 
-from tagger.config import ConfigError
+from tagger.data.sources import runs
+from tagger.errors import ConfigError
 
 FORMAT_VERSION = 1
 AUDIO_FILE, LABELS_FILE, CLIPS_FILE, META_FILE = "audio.bin", "labels.npy", "clips.csv", "meta.json"
@@ -383,53 +383,64 @@ def discard_partial(out: Path) -> None:
 
 
 class StoreAudio:
-    """The audio of a store as an array of clips: ``clips[i]`` is int16 [clip_samples].
+    """Clips ``rows`` of a store's audio file as a ``ClipSource`` (a split is its rows).
 
-    Clips are copied from the file straight into the caller's array by positioned reads
+    Windows are copied from the file straight into the batch array by positioned reads
     (``os.preadv``): nothing of the file stays counted in the process's memory however
     many clips are read (the OS page cache keeps them for the next epoch), and loader
-    processes share no file offset. Where the OS has no ``preadv``, the clips are copied
-    out of a read-only memory map whose pages are released after each read.
+    processes share no file offset. Where the OS has no ``preadv``, they are copied out
+    of a read-only memory map whose pages are released after each batch.
+
+    Args:
+        path: the store's ``audio.bin``.
+        rows: the file's rows that are clips 0, 1, ... of this source: int64 [clips].
+        clip_samples: samples per row.
     """
 
-    def __init__(self, path: Path, n_clips: int, clip_samples: int) -> None:
+    dtype = AUDIO_DTYPE
+
+    def __init__(self, path: Path, rows: np.ndarray, clip_samples: int) -> None:
         self.path = path
-        self.shape = (n_clips, clip_samples)
+        self.rows = np.asarray(rows, np.int64)
+        self.shape = (len(self.rows), clip_samples)
         self._fd: int | None = None
         self._map: mmap.mmap | None = None
 
-    def __len__(self) -> int:
-        return self.shape[0]
+    def subset(self, clips: np.ndarray) -> StoreAudio:
+        """Clips ``clips`` of this source as a source of their own."""
+        return StoreAudio(self.path, self.rows[clips], self.shape[1])
 
-    def read_rows(self, indices: Sequence[int], length: int) -> np.ndarray:
-        """The first ``length`` samples of clips ``indices``, read straight into one array:
-        int16 [len(indices), length]."""
-        rows = np.empty((len(indices), length), AUDIO_DTYPE)
-        row_bytes = self.shape[1] * AUDIO_DTYPE.itemsize
+    def read(self, indices: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+        """See ``ClipSource.read``: int16 [B, W, 1, length]."""
+        out = np.empty((len(indices), np.shape(starts)[1], 1, length), AUDIO_DTYPE)
+        copies = runs(self.rows[indices], starts, out)
         if not hasattr(os, "preadv"):
-            self._copy_from_map(rows, indices, row_bytes)
-            return rows
+            self._copy_from_map(copies)
+            return out
         if self._fd is None:  # opened lazily, so each loader process opens the file itself
             self._fd = os.open(self.path, os.O_RDONLY)
-        for row, index in zip(rows, indices, strict=True):
-            if os.preadv(self._fd, [row], int(index) * row_bytes) != row.nbytes:
+        for row, start, part in copies:
+            offset = (row * self.shape[1] + start) * AUDIO_DTYPE.itemsize
+            if os.preadv(self._fd, [part], offset) != part.nbytes:
                 raise ConfigError(
-                    f"{self.path} ended inside clip row {index}: the store is damaged; "
+                    f"{self.path} ended inside clip row {row}: the store is damaged; "
                     "prepare it again"
                 )
-        return rows
+        return out
 
-    def _copy_from_map(self, rows: np.ndarray, indices: Sequence[int], row_bytes: int) -> None:
+    def _copy_from_map(self, copies: list[tuple[int, int, np.ndarray]]) -> None:
         if self._map is None:
             with open(self.path, "rb") as f:
                 self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        for row, index in zip(rows, indices, strict=True):
-            row[:] = np.frombuffer(self._map, AUDIO_DTYPE, row.size, int(index) * row_bytes)
+        for row, start, part in copies:
+            offset = (row * self.shape[1] + start) * AUDIO_DTYPE.itemsize
+            part[:] = np.frombuffer(self._map, AUDIO_DTYPE, part.size, offset)
         if hasattr(mmap, "MADV_DONTNEED"):  # the whole map: the kernel maps pages around a
             self._map.madvise(mmap.MADV_DONTNEED)  # fault too, outside the clips' ranges
 
     def __getitem__(self, index: int) -> np.ndarray:
-        return self.read_rows([index], self.shape[1])[0]
+        """All samples of clip ``index``: int16 [clip_samples]."""
+        return self.read(np.array([index]), np.zeros((1, 1), np.int64), self.shape[1]).ravel()
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_fd": None, "_map": None}
@@ -490,7 +501,7 @@ class ClipStore:
                     f"{self.clip_samples} samples and {len(self.tag_names)} tags; "
                     "the store is damaged, prepare it again"
                 )
-        self.audio = StoreAudio(audio_file, n_clips, self.clip_samples)
+        self.audio = StoreAudio(audio_file, np.arange(n_clips), self.clip_samples)
 
     def memmap(self) -> np.memmap:
         """All audio as a read-only int16 memmap [clips, clip_samples] (for analysis)."""

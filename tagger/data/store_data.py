@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tagger.config import ConfigError
-from tagger.data.clips import ClipDataset, read_rows
+from tagger.data.clips import ClipDataset
 from tagger.data.datamodule import ClipDataModule
 from tagger.data.splits import carve_validation
 from tagger.data.store import ClipStore
+from tagger.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +61,7 @@ class StoreDataModule(ClipDataModule):
     def _dataset(self, rows: np.ndarray) -> ClipDataset:
         store = self.store
         return ClipDataset(
-            _Rows(store.audio, rows),
+            store.audio.subset(rows),
             store.labels[rows],
             [store.clip_ids[row] for row in rows],
             self.n_subclips,
@@ -118,17 +117,3 @@ class StoreDataModule(ClipDataModule):
             "skipped_files": len(meta["skipped"]),
         }
 
-
-class _Rows:
-    """Rows ``rows`` of a ``ClipArray``, as a ``ClipArray`` (a split of a store)."""
-
-    def __init__(self, clips: Any, rows: np.ndarray) -> None:
-        self.clips = clips
-        self.rows = rows
-        self.shape = (len(rows), clips.shape[1])
-
-    def __getitem__(self, index: int) -> np.ndarray:
-        return self.clips[int(self.rows[index])]
-
-    def read_rows(self, indices: Sequence[int], length: int) -> np.ndarray:
-        return read_rows(self.clips, self.rows[np.asarray(indices, dtype=np.int64)], length)

@@ -29,6 +29,7 @@ import numpy as np
 
 from tagger.data.clips import ClipDataset
 from tagger.data.datamodule import SPLITS, ClipDataModule
+from tagger.data.sources import ArrayClips
 
 SYNTHETIC_TAGS: tuple[str, ...] = (
     "bass", "treble", "chord", "sweep", "noise", "beat",
@@ -143,7 +144,9 @@ class SyntheticDataModule(ClipDataModule):
                 split, n_clips, n_samples, self.sample_rate, self.data_seed
             )
             ids = [f"synthetic/{split}/{i:05d}" for i in range(n_clips)]
-            splits[split] = ClipDataset(audio, labels, ids, self.n_subclips, self.subclip_len)
+            splits[split] = ClipDataset(
+                ArrayClips(audio), labels, ids, self.n_subclips, self.subclip_len
+            )
         return splits
 
     def describe(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tagger.config import ConfigError
+from tagger.errors import ConfigError
 
 #: The 188 tag columns of ``annotations_final.csv``, in column order.
 MTAT_COLUMNS: tuple[str, ...] = (

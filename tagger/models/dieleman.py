@@ -34,7 +34,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from tagger.config import ConfigError
+from tagger.errors import ConfigError
 from tagger.models.layers import ConvBNReLU, init_weights
 
 Nonlinearity = Literal["relu", "log1p_sq", "log1p_abs"]

@@ -32,7 +32,7 @@ from itertools import pairwise
 import torch
 from torch import Tensor, nn
 
-from tagger.config import ConfigError
+from tagger.errors import ConfigError
 from tagger.models.layers import ConvBNReLU, ResidualBlock, init_weights
 from tagger.models.samplecnn import PAPER_CHANNELS, sample_level_frames
 

@@ -23,7 +23,7 @@ from itertools import pairwise
 
 from torch import Tensor, nn
 
-from tagger.config import ConfigError
+from tagger.errors import ConfigError
 from tagger.models.layers import ConvBNReLU, init_weights
 
 #: The paper's widths: the strided conv's, then the nine blocks'.

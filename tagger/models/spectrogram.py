@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from tagger.config import ConfigError
+from tagger.errors import ConfigError
 from tagger.models.dieleman import conv_pool_layers, dense_head, pooled_frames
 from tagger.models.layers import init_weights
 
