@@ -2,8 +2,8 @@
 
 ``tagger check`` runs this before a long training run: a clip that cannot be read, has
 the wrong shape, or holds NaN or infinite samples or labels is found in minutes instead
-of hours into an epoch. Only the data module's public side is used: its ``splits``,
-each dataset's ``len``, ``dataset[i]`` (a dict with ``audio`` and ``labels``) and
+of hours into an epoch. Only the data module's public side is used: its
+``load_splits()``, each dataset's ``len``, ``dataset[i]`` (a dict with ``audio`` and ``labels``) and
 ``clip_ids``.
 """
 
@@ -36,13 +36,16 @@ class ClipProblem:
 
 
 def distinct_splits(datamodule: ClipDataModule) -> list[tuple[str, Any]]:
-    """(split names, dataset) for each distinct dataset of ``datamodule`` (set up here),
-    in train, val, test order; a dataset serving two splits is listed once as ``val/test``."""
-    datamodule.setup()
+    """(split names, dataset) for each distinct dataset of ``datamodule``, in train, val,
+    test order; a dataset serving two splits is listed once as ``val/test``.
+
+    The splits come from ``load_splits`` without ``setup``'s quick start-up check of the
+    files, which would stop at the first bad header: here every clip is read instead."""
+    splits = datamodule.load_splits()
     names: dict[int, list[str]] = {}
     datasets: dict[int, Any] = {}
     for split in SPLITS:
-        dataset = datamodule.splits.get(split)
+        dataset = splits.get(split)
         if dataset is not None:
             names.setdefault(id(dataset), []).append(split)
             datasets[id(dataset)] = dataset

@@ -264,6 +264,14 @@ class CourseworkDataModule(ClipDataModule):
         labels = np.stack([np.asarray(label, np.float32) for label in frame["label"]])
         return ClipDataset(NpyClipFiles(paths, ids), labels, ids, self.n_subclips, self.subclip_len)
 
+    def check_files(self, splits: dict[str, ClipDataset]) -> None:
+        """Every sample file's ``.npy`` header and size (``check_npy_headers``)."""
+        sources = {id(dataset.source): dataset.source for dataset in splits.values()}
+        check_npy_headers(
+            [path for source in sources.values() for path in source.paths],
+            [clip for source in sources.values() for clip in source.clip_ids],
+        )
+
     def load_splits(self) -> dict[str, ClipDataset]:
         layout = self.layout()
         frames = self._frames(layout)
@@ -275,7 +283,6 @@ class CourseworkDataModule(ClipDataModule):
                 f"{len(missing)} sample file(s) listed in the labels pickles do not exist, "
                 f"e.g. {missing[0]}; is data.root the folder holding samples/?"
             )
-        check_npy_headers(paths, ids)
         splits = {split: self._dataset(frame) for split, frame in frames.items()}
         splits.setdefault("val", splits["test"])
         log.info(

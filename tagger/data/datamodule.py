@@ -85,9 +85,16 @@ class ClipDataModule(LightningDataModule):
     def describe(self) -> dict[str, Any]:
         """What this data is, for ``metrics.json`` (name, source, whether it is real music)."""
 
+    def check_files(self, splits: dict[str, ClipDataset]) -> None:
+        """A quick start-up look at the files behind ``splits`` (headers and sizes, not the
+        samples), run by ``setup``; raises ``BadClipError`` naming every bad file. Sources
+        held in memory or already checked when written (the store) have nothing to do."""
+
     def setup(self, stage: str | None = None) -> None:
         if not self.splits:
-            self.splits = self.load_splits()
+            splits = self.load_splits()
+            self.check_files(splits)
+            self.splits = splits
 
     def split_sizes(self) -> dict[str, int]:
         """Clips per split, e.g. ``{"train_clips": 800, "val_clips": 200, "test_clips": 0}``."""
