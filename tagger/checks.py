@@ -17,7 +17,8 @@ def _whole(value: Any) -> bool:
 
 def check_settings(cfg: DictConfig) -> None:
     """Raise ``ConfigError`` for the first setting of a composed ``train.py`` config that
-    cannot work: the seed, batch size, windows per clip, learning rate and run length."""
+    cannot work: the seed, batch size, windows per clip, learning rate, run length and the
+    cosine schedule's length."""
     seed = cfg.get("seed")
     if seed is not None and not _whole(seed):
         raise ConfigError(f"seed must be a whole number (or null: not seeded), not {seed!r}")
@@ -34,6 +35,12 @@ def check_settings(cfg: DictConfig) -> None:
             f"trainer.max_epochs must be a positive whole number, not {max_epochs!r} "
             "(for no epoch limit: trainer.max_epochs=null, then trainer.max_steps=N, early "
             "stopping or a signal ends the run)"
+        )
+    scheduler = cfg.get("scheduler") or {}
+    if "T_max" in scheduler and (not _whole(scheduler.T_max) or scheduler.T_max < 1):
+        raise ConfigError(
+            f"scheduler.T_max must be a positive whole number of epochs, not {scheduler.T_max!r} "
+            "(scheduler=cosine takes trainer.max_epochs; set one or the other)"
         )
     max_steps = cfg.trainer.get("max_steps", -1)
     if not _whole(max_steps) or (max_steps < 1 and max_steps != -1):
