@@ -6,10 +6,12 @@ import csv
 import json
 import logging
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
 import torch
+from lightning import Callback, LightningModule, Trainer
 from sklearn.metrics import roc_auc_score
 
 from tagger.cli.evaluate import evaluate
@@ -18,6 +20,15 @@ from tagger.module import build_module, load_trained
 from tests.conftest import compose_config
 
 TWO_EPOCHS = ["trainer.max_epochs=2", "optimizer=adamw"]
+
+
+class RecordEpochLimit(Callback):
+    """Keeps the epoch limit of the Trainer it runs in, in ``RecordEpochLimit.seen``."""
+
+    seen: ClassVar[list[int | None]] = []
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        RecordEpochLimit.seen.append(trainer.max_epochs)
 
 
 def results(summary: dict) -> dict[str, float]:
@@ -171,3 +182,12 @@ def test_tags_without_positives_are_skipped_with_a_warning(train_config, caplog)
     assert summary["val"]["per_tag_auc"][skipped[0]] is None or np.isnan(
         summary["val"]["per_tag_auc"][skipped[0]]
     )
+
+
+def test_max_epochs_null_means_no_epoch_limit(train_config) -> None:
+    """Lightning's own null would mean 1000 epochs; tagger's null is no limit (-1)."""
+    RecordEpochLimit.seen = []
+    probe = f"+callbacks.probe._target_={__name__}.RecordEpochLimit"
+    summary = train(train_config("trainer.max_epochs=null", "trainer.max_steps=8", probe))
+    assert RecordEpochLimit.seen == [-1]
+    assert summary["global_step"] == 8  # max_steps ended it, in its second epoch
