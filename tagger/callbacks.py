@@ -122,8 +122,11 @@ class StoreRunConfig(Callback):
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-class RunInterrupted(Exception):
+class RunInterrupted(BaseException):
     """A run stopped by a signal; the process should exit with 128 + ``signum``.
+
+    A ``BaseException``, as ``KeyboardInterrupt`` is, so that no ``except Exception`` on
+    the way (Hydra's ``instantiate`` wraps those) takes it for a failure.
 
     ``checkpoint`` is the resumable checkpoint saved as it stopped (None before training
     started), ``global_step``/``epoch`` where it stopped.

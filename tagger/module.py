@@ -42,24 +42,6 @@ def subclip_logits(net: nn.Module, audio: Tensor, input_scale: float) -> Tensor:
     return net(x).reshape(batch, n_subclips, -1)  # [B * n, K] -> [B, n, K]
 
 
-def load_trained(path: str | Path) -> tuple[TaggingModule, dict[str, Any]]:
-    """The trained module (eval mode, on the CPU) and the run config stored in a checkpoint of
-    tagger's ``train.py``, loaded weights-only.
-
-    Raises ``ConfigError`` naming the file when it cannot be read or was not written by
-    tagger's ``train.py`` (no hyperparameters or run config in it).
-    """
-    checkpoint = read_checkpoint(path)
-    if not checkpoint.get("hyper_parameters") or not isinstance(checkpoint.get("config"), dict):
-        raise ConfigError(
-            f"{path} is not a checkpoint written by tagger's train.py "
-            "(it has no model hyperparameters or run config)"
-        )
-    # Lightning rebuilds the module from the stored hyperparameters (a second, weights-only read)
-    model = TaggingModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    return model.eval(), checkpoint["config"]
-
-
 def _numpy_rng_state() -> tuple:
     """numpy's global RNG state with its key array as a tensor (loadable with weights_only)."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
@@ -286,3 +268,21 @@ def build_module(cfg: DictConfig, tag_names: list[str]) -> TaggingModule:
     if cfg.get("compile"):
         module.net.compile()
     return module
+
+
+def load_trained(path: str | Path) -> tuple[TaggingModule, dict[str, Any]]:
+    """The trained module (eval mode, on the CPU) and the run config stored in a checkpoint of
+    tagger's ``train.py``, loaded weights-only.
+
+    Raises ``ConfigError`` naming the file when it cannot be read or was not written by
+    tagger's ``train.py`` (no hyperparameters or run config in it).
+    """
+    checkpoint = read_checkpoint(path)
+    if not checkpoint.get("hyper_parameters") or not isinstance(checkpoint.get("config"), dict):
+        raise ConfigError(
+            f"{path} is not a checkpoint written by tagger's train.py "
+            "(it has no model hyperparameters or run config)"
+        )
+    # Lightning rebuilds the module from the stored hyperparameters (a second, weights-only read)
+    model = TaggingModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    return model.eval(), checkpoint["config"]

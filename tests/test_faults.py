@@ -146,3 +146,28 @@ def test_sigkill_mid_epoch_then_auto_resume_gives_the_uninterrupted_metrics(
 
     assert results(metrics) == results(straight)
     assert metrics["test"]["auc"] == straight["test"]["auc"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_before_training_stops_at_once_and_is_recorded(
+    train_config, monkeypatch, capsys, signum: signal.Signals
+) -> None:
+    import tagger.cli.train as train_cli
+
+    real_build = train_cli.build_module
+
+    def build_then_signal(*args: Any) -> LightningModule:
+        module = real_build(*args)
+        os.kill(os.getpid(), signum)  # while the run is being set up: nothing to save yet
+        return module
+
+    monkeypatch.setattr(train_cli, "build_module", build_then_signal)
+    cfg = train_config()
+    with pytest.raises(SystemExit) as exit_info:
+        train_cli.hydra_main(cfg)
+    assert exit_info.value.code == 128 + signum
+    recorded = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert (recorded["status"], recorded["signal"]) == ("interrupted", signum.name)
+    assert recorded["checkpoints"]["last"] is None
+    assert capsys.readouterr().err.strip() == f"tagger: stopped by {signum.name}; no checkpoint yet"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
