@@ -112,3 +112,26 @@ def test_auto_skips_an_unreadable_last_checkpoint(train_config, caplog) -> None:
     assert resumed["config"]["ckpt_path"] == str(best)
     assert resumed["epochs"] == 2 and resumed["global_step"] == 12
     assert torch.load(last, weights_only=True)["global_step"] == 12  # rewritten whole
+
+
+def test_a_full_disk_for_metrics_json_ends_in_one_line_and_leaves_no_temporary(
+    train_config, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    real_write_text = pathlib.Path.write_text
+
+    def write_text(self: Path, data: str, *args: Any, **kwargs: Any) -> int:
+        if self.name.startswith(".metrics.json.tmp-"):
+            real_write_text(self, data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write_text(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "write_text", write_text)
+    cfg = train_config("test=false")
+    with pytest.raises(SystemExit) as exit_info:
+        hydra_main(cfg)
+    assert exit_info.value.code == 2
+    run_dir = Path(cfg.paths.output_dir)
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tagger")]
+    assert line.startswith(f"tagger: error: cannot write {run_dir / 'metrics.json'}: no space left")
+    assert not list(run_dir.glob(".*.tmp-*")) and not (run_dir / "metrics.json").exists()
+    assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 6  # kept
