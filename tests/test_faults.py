@@ -171,3 +171,19 @@ def test_a_signal_before_training_stops_at_once_and_is_recorded(
     assert recorded["checkpoints"]["last"] is None
     assert capsys.readouterr().err.strip() == f"tagger: stopped by {signum.name}; no checkpoint yet"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_trainer_configs_set_the_atomic_writer_and_slurms_requeue(tmp_path: Path) -> None:
+    from hydra.utils import instantiate
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    from tagger.checkpoint_io import AtomicCheckpointIO
+
+    default = compose_config("train", tmp_path / "default", TINY)
+    trainer = instantiate(default.trainer, logger=False, callbacks=[])
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+    slurm = compose_config("train", tmp_path / "slurm", ["trainer=slurm"])
+    writer, environment = (instantiate(plugin) for plugin in slurm.trainer.plugins)
+    assert isinstance(writer, AtomicCheckpointIO) and isinstance(environment, SLURMEnvironment)
+    assert environment.auto_requeue and environment.requeue_signal == signal.SIGUSR1
