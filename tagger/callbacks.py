@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import torch
 from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
 
 
@@ -108,3 +116,83 @@ class StoreRunConfig(Callback):
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         checkpoint["config"] = self.config
+
+
+#: Signals that stop a run cleanly: SIGTERM (schedulers, SLURM, ``timeout``) and SIGINT (Ctrl-C).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class RunInterrupted(BaseException):
+    """A run stopped by a signal; the process should exit with 128 + ``signum``.
+
+    A ``BaseException``, as ``KeyboardInterrupt`` is, so that no ``except Exception`` on
+    the way (Hydra's ``instantiate`` wraps those) takes it for a failure.
+
+    ``checkpoint`` is the resumable checkpoint saved as it stopped (None before training
+    started), ``global_step``/``epoch`` where it stopped.
+    """
+
+    def __init__(self, signum: int, checkpoint: Path | None, global_step: int, epoch: int) -> None:
+        self.signum, self.checkpoint = int(signum), checkpoint
+        self.global_step, self.epoch = global_step, epoch
+        where = f" at step {global_step} (epoch {epoch})" if checkpoint else ""
+        super().__init__(f"stopped by {self.signal_name}{where}")
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+class StopOnSignal(Callback):
+    """Stops training at the next step boundary on SIGTERM or SIGINT and saves a resumable
+    checkpoint to ``checkpoint`` (the run's ``last.ckpt``).
+
+    SIGTERM is left to Lightning: its signal connector notes it while the Trainer runs, and
+    the loops raise ``SIGTERMException`` once the current step is done; this callback saves
+    the checkpoint in ``on_exception``. SIGINT is handed to that same handler, so Ctrl-C
+    stops the same way. Outside the Trainer (while the data is built, between fit and
+    test) a signal interrupts at once: there is nothing to save.
+    """
+
+    def __init__(self, checkpoint: Path) -> None:
+        self.checkpoint = checkpoint
+        self.signum: int | None = None
+        self.saved: Path | None = None
+        self.where = (0, 0)  # global step, epoch
+
+    @contextmanager
+    def handling_signals(self) -> Iterator[StopOnSignal]:
+        """Install the handlers for the ``with`` block (main thread only; signals go there)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._handle)
+        try:
+            yield self
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = self.signum or signum
+        lightning = signal.getsignal(signal.SIGTERM)
+        if lightning == self._handle:  # no Trainer is running: stop now
+            raise RunInterrupted(signum, None, *self.where)
+        if signum != signal.SIGTERM and callable(lightning):
+            lightning(signal.SIGTERM, frame)  # Lightning's: stop after the current step
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule,
+                     exception: BaseException) -> None:  # fmt: skip
+        if not isinstance(exception, SIGTERMException):
+            return
+        self.signum = self.signum or signal.SIGTERM
+        self.where = (trainer.global_step, trainer.current_epoch)
+        if trainer.state.fn == TrainerFn.FITTING:  # testing: the final last.ckpt stands
+            trainer.save_checkpoint(self.checkpoint)
+            self.saved = self.checkpoint
+
+    def interrupted(self) -> RunInterrupted:
+        """The ``RunInterrupted`` of the signal received."""
+        return RunInterrupted(self.signum or signal.SIGTERM, self.saved, *self.where)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from tagger.aggregation import AGGREGATIONS, Aggregation, clip_loss, clip_probabilities
+from tagger.checkpoint_io import read_checkpoint
 from tagger.errors import ConfigError
 from tagger.metrics import EpochTagScores, TagScores
 
@@ -238,8 +240,9 @@ class TaggingModule(LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the RNG states when a Trainer resumes the run (not for ``load_trained``)."""
         states = checkpoint.get("rng_states")
-        if states is None:
+        if states is None or self._trainer is None:
             return
         torch.set_rng_state(states["torch"])
         kind, keys, *rest = states["numpy"]
@@ -265,3 +268,21 @@ def build_module(cfg: DictConfig, tag_names: list[str]) -> TaggingModule:
     if cfg.get("compile"):
         module.net.compile()
     return module
+
+
+def load_trained(path: str | Path) -> tuple[TaggingModule, dict[str, Any]]:
+    """The trained module (eval mode, on the CPU) and the run config stored in a checkpoint of
+    tagger's ``train.py``, loaded weights-only.
+
+    Raises ``ConfigError`` naming the file when it cannot be read or was not written by
+    tagger's ``train.py`` (no hyperparameters or run config in it).
+    """
+    checkpoint = read_checkpoint(path)
+    if not checkpoint.get("hyper_parameters") or not isinstance(checkpoint.get("config"), dict):
+        raise ConfigError(
+            f"{path} is not a checkpoint written by tagger's train.py "
+            "(it has no model hyperparameters or run config)"
+        )
+    # Lightning rebuilds the module from the stored hyperparameters (a second, weights-only read)
+    model = TaggingModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    return model.eval(), checkpoint["config"]

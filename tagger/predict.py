@@ -18,9 +18,8 @@ import numpy as np
 import torch
 
 from tagger.aggregation import clip_probabilities
-from tagger.cli.evaluate import load_checkpoint
 from tagger.data.audio import read_audio
-from tagger.module import TaggingModule
+from tagger.module import TaggingModule, load_trained
 
 #: Files a folder argument contributes (case-insensitive suffixes).
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
@@ -87,7 +86,7 @@ class Tagger:
     @classmethod
     def from_checkpoint(cls, path: Path, device: str = "cpu") -> Tagger:
         """Load a checkpoint written by ``train.py``; raises ``ConfigError`` naming the file."""
-        model, run_config = load_checkpoint(path)
+        model, run_config = load_trained(path)
         data = run_config["data"]
         return cls(model, int(data["sample_rate"]), int(data["subclip_len"]), device)
 

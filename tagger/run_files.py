@@ -1,26 +1,66 @@
 """The files a run leaves in its directory: ``metrics.json``, ``predictions.csv``, reports.
 
 Both are written to a temporary name and renamed when complete, so a crash never
-leaves a half-written file that looks finished.
+leaves a half-written file that looks finished; a failed write (disk full, no permission)
+removes the temporary and raises ``OutputError`` naming the file.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tagger.errors import ConfigError
 from tagger.metrics import TagScores
 
 
-def _atomic_path(path: Path) -> Path:
+class OutputError(ConfigError):
+    """An output file that cannot be written (no space, no permission), named with the fix."""
+
+    @classmethod
+    def of(cls, path: Path, error: OSError, note: str = "") -> OutputError:
+        """The one-line error for ``error`` raised while writing ``path``; ``note`` is added
+        after the reason (e.g. what was kept)."""
+        note = f" ({note})" if note else ""
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            fix = "free space on that file system or write elsewhere (paths.log_dir=DIR)"
+            reason = "no space left on the device"
+        elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            fix = f"make {path.parent} writable or write elsewhere (paths.log_dir=DIR)"
+            reason = "permission denied"
+        else:
+            fix = "check that the folder exists and can be written, or write elsewhere"
+            reason = error.strerror or str(error)
+        return cls(f"cannot write {path}: {reason}{note}; {fix}")
+
+
+def temporary_path(path: Path) -> Path:
+    """Where ``path`` is written before it is renamed into place: a hidden name beside it."""
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def _replace_with(path: Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp)`` on a temporary beside ``path``, then rename it to ``path``; on any
+    failure the temporary is removed and ``path`` is left as it was."""
+    tmp = temporary_path(path)
+    try:
+        write(tmp)
+        tmp.replace(path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise OutputError.of(path, error) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def _json_safe(value: Any) -> Any:
@@ -36,11 +76,7 @@ def _json_safe(value: Any) -> Any:
 
 def write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path``, atomically."""
-    path = Path(path)
-    tmp = _atomic_path(path)
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
+    return _replace_with(Path(path), lambda tmp: tmp.write_text(text))
 
 
 def write_json(path: str | Path, data: dict[str, Any]) -> Path:
@@ -66,13 +102,13 @@ def write_predictions(
     tag_names: Sequence[str],
 ) -> Path:
     """One row per clip: ``clip_id``, ``true_tags`` (``;``-separated) and a probability per tag."""
-    path = Path(path)
-    tmp = _atomic_path(path)
-    with tmp.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["clip_id", "true_tags", *tag_names])
-        for clip_id, row_labels, row_probs in zip(clip_ids, labels, probs, strict=True):
-            true_tags = ";".join(t for t, y in zip(tag_names, row_labels, strict=True) if y > 0.5)
-            writer.writerow([clip_id, true_tags, *(f"{p:.6f}" for p in row_probs)])
-    tmp.replace(path)
-    return path
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["clip_id", "true_tags", *tag_names])
+            for clip_id, row_labels, row_probs in zip(clip_ids, labels, probs, strict=True):
+                true = [t for t, y in zip(tag_names, row_labels, strict=True) if y > 0.5]
+                writer.writerow([clip_id, ";".join(true), *(f"{p:.6f}" for p in row_probs)])
+
+    return _replace_with(Path(path), write)

@@ -78,6 +78,14 @@ def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path: Pat
         (["data.subclip_len=1000"], "too short"),
         (["model.aggregation=max"], "model.aggregation must be one of"),
         (["stride=256", "length=abc"], "conv.length must be a whole number of samples"),
+        (["length=-5"], "conv.length must be a positive number of samples, not -5 (set length=N"),
+        (["length=256", "stride=0"], "conv.stride must be a positive number of samples, not 0"),
+        (["data.batch_size=0"], "data.batch_size must be a positive whole number (clips per"),
+        (["data.n_subclips=0"], "data.n_subclips must be a positive whole number (windows per"),
+        (["seed=abc"], "seed must be a whole number (or null: not seeded), not 'abc'"),
+        (["optimizer.lr=-1"], "optimizer.lr must be a positive number, not -1"),
+        (["trainer.max_epochs=-1"], "trainer.max_epochs must be a positive whole number, not -1"),
+        (["trainer.max_epochs=null", "scheduler=cosine"], "scheduler.T_max must be a positive"),
     ],
 )
 def test_bad_override_fails_at_start_up_in_one_line(tmp_path, overrides, message) -> None:

@@ -11,8 +11,8 @@ import soxr
 
 from tagger.cli.prepare import prepare
 from tagger.cli.train import train
-from tagger.config import ConfigError
 from tagger.data.store import ClipStore
+from tagger.errors import ConfigError
 from tests.conftest import compose_config, run_cli
 from tests.fixtures_mtat import FOLDER_FILES, write_folder
 from tests.test_data_coursework import QUICK

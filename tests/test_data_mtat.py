@@ -12,9 +12,9 @@ import soundfile
 from scipy.signal import resample_poly
 
 from tagger.cli.prepare import prepare
-from tagger.config import ConfigError
 from tagger.data.store import ClipStore
 from tagger.data.tagsets import MERGED50, MTAT_COLUMNS, TOP50
+from tagger.errors import ConfigError
 from tests.conftest import run_cli
 from tests.fixtures_mtat import CORRUPT_MP3, EMPTY_MP3, MISSING_MP3, RawMtat, write_raw_mtat
 

@@ -15,13 +15,13 @@ import pytest
 import soundfile
 
 from tagger.cli.prepare import prepare
-from tagger.config import ConfigError
 from tagger.data import build
 from tagger.data.clips import ClipDataset, RandomWindows
 from tagger.data.sampler import EpochShuffleSampler
 from tagger.data.sources import ArrayClips
 from tagger.data.store import ClipStore, partial_dir
 from tagger.data.store_data import StoreDataModule
+from tagger.errors import ConfigError
 from tests.conftest import REPO_ROOT, run_cli
 from tests.fixtures_mtat import tones, write_raw_mtat
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from tagger.config import ConfigError
+from tagger.errors import ConfigError
 from tagger.models.dieleman import DielemanCNN
 from tagger.module import TaggingModule
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from tagger.cli import export as export_cli
-from tagger.cli.evaluate import load_checkpoint
 from tagger.export import EXTRA_FILE
+from tagger.module import load_trained
 from tests.conftest import TINY, compose_config
 
 pytestmark = pytest.mark.slow  # trains two checkpoints and runs the ONNX exporter twice
@@ -37,7 +37,7 @@ def tagger_export(checkpoint: Path, fmt: str, out: Path, monkeypatch: pytest.Mon
 def test_exports_give_the_checkpoints_probabilities(
     checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model, config = load_checkpoint(checkpoint)
+    model, config = load_trained(checkpoint)
     window = config["data"]["subclip_len"]
     # a batch and a window count other than the ones the exporter traced with (2, 3)
     audio = torch.randn(4, 5, 1, window, generator=torch.Generator().manual_seed(1)) * 4000.0

@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tagger.cli.evaluate import load_checkpoint
 from tagger.cli.train import hydra_main
-from tagger.module import TaggingModule
+from tagger.module import TaggingModule, load_trained
 from tests.conftest import REPO_ROOT, run_cli
 from tests.test_cli import SMALL
 
@@ -63,6 +62,6 @@ def test_nan_loss_stops_the_run_naming_the_step_and_keeps_the_checkpoint(
     recorded = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert recorded["status"] == "failed" and "step 7" in recorded["error"]
 
-    model, _ = load_checkpoint(last)
-    assert torch.load(last, weights_only=False)["global_step"] == last_step
+    model, _ = load_trained(last)
+    assert torch.load(last, weights_only=True)["global_step"] == last_step
     assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -10,9 +10,10 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from tagger.cli.evaluate import evaluate, load_checkpoint
+from tagger.cli.evaluate import evaluate
 from tagger.cli.train import train
 from tagger.figures import filter_peak_frequencies, first_conv, plot_first_layer_filters
+from tagger.module import load_trained
 from tests.conftest import compose_config
 
 
@@ -69,7 +70,7 @@ def test_best_and_worst_clips_table(evaluated) -> None:
 
 def test_filter_spectra_are_sorted_by_peak_frequency(evaluated, tmp_path) -> None:
     trained, _ = evaluated
-    model, _ = load_checkpoint(trained["checkpoints"]["last"])
+    model, _ = load_trained(trained["checkpoints"]["last"])
     conv = first_conv(model.net)
     assert conv is not None and conv.weight.shape == (32, 1, 256)
     peaks = plot_first_layer_filters(conv, 12000, tmp_path / "s.png", tmp_path / "f.png")

@@ -13,14 +13,14 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.nn.functional import binary_cross_entropy_with_logits
 
-from tagger.cli.evaluate import load_checkpoint
 from tagger.cli.train import train
-from tagger.config import ConfigError
+from tagger.errors import ConfigError
 from tagger.models.dieleman import DielemanCNN, FeaturePool, Log1p
 from tagger.models.hybrid import HybridCNN
 from tagger.models.rese import ReSE2
 from tagger.models.samplecnn import SampleCNN
 from tagger.models.spectrogram import LogMelSpectrogram, SpectrogramCNN, mel_filterbank
+from tagger.module import load_trained
 from tagger.zoo import build_net, compose_model, model_names
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
@@ -236,10 +236,10 @@ def test_trained_model_is_rebuilt_from_its_checkpoint_alone(
         "data.batch_size=2",
     )
     summary = train(cfg)
-    model, run_config = load_checkpoint(summary["checkpoints"]["last"])
+    model, run_config = load_trained(summary["checkpoints"]["last"])
     assert isinstance(model.net, ZOO[name][0])
     assert run_config["model"]["net"]["_target_"] == cfg.model.net._target_
-    checkpoint = torch.load(summary["checkpoints"]["last"], weights_only=False)
+    checkpoint = torch.load(summary["checkpoints"]["last"], weights_only=True)
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, checkpoint["state_dict"][key])
     audio = torch.zeros(1, cfg.data.n_subclips, 1, cfg.data.subclip_len)

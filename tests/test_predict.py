@@ -12,8 +12,8 @@ import pytest
 import soundfile
 import torch
 
-from tagger.cli.evaluate import load_checkpoint
 from tagger.data.audio import decode
+from tagger.module import load_trained
 from tagger.predict import Tagger, audio_files, windows
 from tests.conftest import REPO_ROOT, TINY, compose_config
 
@@ -65,7 +65,7 @@ def test_folders_give_their_audio_files_recursively(music: Path) -> None:
 def test_tagging_matches_the_checkpoint_on_the_files_windows(checkpoint: Path, music: Path) -> None:
     tagger = Tagger.from_checkpoint(checkpoint)
     prediction = tagger.tag(music / "nested" / "c.mp3")
-    model, config = load_checkpoint(checkpoint)
+    model, config = load_trained(checkpoint)
     window, rate = config["data"]["subclip_len"], config["data"]["sample_rate"]
     samples = decode(music / "nested" / "c.mp3", rate)
     n = len(samples) // window
@@ -91,7 +91,7 @@ def test_table_shows_top_tags_and_reports_the_corrupt_file(checkpoint: Path, mus
 
 
 def test_json_has_every_tag_and_csv_one_row_per_file(checkpoint: Path, music: Path) -> None:
-    tag_names = load_checkpoint(checkpoint)[0].tag_names
+    tag_names = load_trained(checkpoint)[0].tag_names
     result = tagger_predict(checkpoint, music / "a.wav", music / "broken.ogg",
                             music / "nested" / "c.mp3", "--format", "json")  # fmt: skip
     document = json.loads(result.stdout)

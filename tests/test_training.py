@@ -6,18 +6,29 @@ import csv
 import json
 import logging
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
 import torch
+from lightning import Callback, LightningModule, Trainer
 from sklearn.metrics import roc_auc_score
 
-from tagger.cli.evaluate import evaluate, load_checkpoint
+from tagger.cli.evaluate import evaluate
 from tagger.cli.train import train
-from tagger.module import build_module
+from tagger.module import build_module, load_trained
 from tests.conftest import compose_config
 
 TWO_EPOCHS = ["trainer.max_epochs=2", "optimizer=adamw"]
+
+
+class RecordEpochLimit(Callback):
+    """Keeps the epoch limit of the Trainer it runs in, in ``RecordEpochLimit.seen``."""
+
+    seen: ClassVar[list[int | None]] = []
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        RecordEpochLimit.seen.append(trainer.max_epochs)
 
 
 def results(summary: dict) -> dict[str, float]:
@@ -48,7 +59,7 @@ def test_metrics_json_describes_the_run(two_epoch_run: dict) -> None:
     assert Path(written["checkpoints"]["best"]).is_file()
     last = Path(written["checkpoints"]["last"])
     assert last.name == "last.ckpt"
-    assert torch.load(last, weights_only=False)["global_step"] == 12  # the end of the run
+    assert torch.load(last, weights_only=True)["global_step"] == 12  # the end of the run
     assert 0.5 <= written["test"]["auc"] <= 1 and written["wall_time_s"] > 0
     assert written["config"]["optimizer"]["_target_"] == "torch.optim.AdamW"
 
@@ -79,8 +90,8 @@ def test_resume_from_last_checkpoint_is_exact(train_config, two_epoch_run: dict)
     assert results(resumed) == results(two_epoch_run)
     assert resumed["best"] == two_epoch_run["best"]  # the best epoch before the resume counts
     assert Path(resumed["checkpoints"]["last"]).parent == Path(first["checkpoints"]["last"]).parent
-    straight, _ = load_checkpoint(two_epoch_run["checkpoints"]["last"])
-    continued, _ = load_checkpoint(resumed["checkpoints"]["last"])
+    straight, _ = load_trained(two_epoch_run["checkpoints"]["last"])
+    continued, _ = load_trained(resumed["checkpoints"]["last"])
     for (name, a), b in zip(
         straight.state_dict().items(), continued.state_dict().values(), strict=True
     ):
@@ -131,8 +142,8 @@ def test_each_optimizer_trains_and_is_the_one_checkpointed(
     train_config, name, optimizer_class, hyperparameter
 ) -> None:
     summary = train(train_config(f"optimizer={name}", "test=false"))
-    checkpoint = torch.load(summary["checkpoints"]["last"], weights_only=False)
-    model, _ = load_checkpoint(summary["checkpoints"]["last"])
+    checkpoint = torch.load(summary["checkpoints"]["last"], weights_only=True)
+    model, _ = load_trained(summary["checkpoints"]["last"])
     optimizer = model.configure_optimizers()["optimizer"]
     assert type(optimizer) is optimizer_class
     optimizer.load_state_dict(checkpoint["optimizer_states"][0])  # the saved state fits it
@@ -147,9 +158,9 @@ def test_bf16_autocast_and_a_compiled_network_train_and_reload(train_config) -> 
     assert build_module(cfg, ["a", "b"]).net._compiled_call_impl is not None  # torch.compile'd
     summary = train(cfg)
     assert np.isfinite(summary["final"]["train/loss"]) and summary["final"]["val/auc"] > 0.5
-    checkpoint = torch.load(summary["checkpoints"]["last"], weights_only=False)
+    checkpoint = torch.load(summary["checkpoints"]["last"], weights_only=True)
     assert not any("_orig_mod" in key for key in checkpoint["state_dict"])  # plain keys
-    model, _ = load_checkpoint(summary["checkpoints"]["last"])  # into an uncompiled network
+    model, _ = load_trained(summary["checkpoints"]["last"])  # into an uncompiled network
     torch.testing.assert_close(model.state_dict(), checkpoint["state_dict"])
 
 
@@ -171,3 +182,12 @@ def test_tags_without_positives_are_skipped_with_a_warning(train_config, caplog)
     assert summary["val"]["per_tag_auc"][skipped[0]] is None or np.isnan(
         summary["val"]["per_tag_auc"][skipped[0]]
     )
+
+
+def test_max_epochs_null_means_no_epoch_limit(train_config) -> None:
+    """Lightning's own null would mean 1000 epochs; tagger's null is no limit (-1)."""
+    RecordEpochLimit.seen = []
+    probe = f"+callbacks.probe._target_={__name__}.RecordEpochLimit"
+    summary = train(train_config("trainer.max_epochs=null", "trainer.max_steps=8", probe))
+    assert RecordEpochLimit.seen == [-1]
+    assert summary["global_step"] == 8  # max_steps ended it, in its second epoch

@@ -36,26 +36,10 @@ from tagger.figures import (
     plot_training_curves,
 )
 from tagger.metrics import TagScores, tag_scores
-from tagger.module import TaggingModule
+from tagger.module import TaggingModule, load_trained
 from tagger.run_files import scores_summary, write_json, write_predictions, write_text
 
 log = logging.getLogger(__name__)
-
-
-def load_checkpoint(path: str | Path) -> tuple[TaggingModule, dict[str, Any]]:
-    """The trained module (eval mode) and the run config stored in a tagger checkpoint."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"checkpoint {path} does not exist (pass ckpt_path=PATH/TO/FILE.ckpt)")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # a truncated or foreign file
-        raise ConfigError(f"checkpoint {path} cannot be read: {error}") from None
-    if "config" not in checkpoint or "hyper_parameters" not in checkpoint:
-        raise ConfigError(f"{path} is not a checkpoint written by tagger's train.py")
-    model = TaggingModule(**checkpoint["hyper_parameters"])
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.eval(), checkpoint["config"]
 
 
 def write_figures(
@@ -93,7 +77,7 @@ def write_figures(
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt_path`` on ``cfg.split``; return what is written to metrics.json."""
     started = time.time()
-    model, run_config = load_checkpoint(cfg.ckpt_path)
+    model, run_config = load_trained(cfg.ckpt_path)
     datamodule: ClipDataModule = instantiate(OmegaConf.merge(run_config["data"], cfg.data))
     sizes = datamodule.split_sizes()
     split = cfg.split

@@ -9,9 +9,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from tagger.cli.evaluate import load_checkpoint
 from tagger.errors import ConfigError
 from tagger.export import export, metadata
+from tagger.module import load_trained
 
 
 def main() -> None:
@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="the model file to write")
     args = parser.parse_args(sys.argv[1:])
     try:
-        model, run_config = load_checkpoint(args.checkpoint)
+        model, run_config = load_trained(args.checkpoint)
         info = metadata(model, run_config, args.checkpoint)
         model_file, sidecar = export(model, info, args.format, args.out)
     except ConfigError as error:

@@ -55,6 +55,12 @@ def pooled_frames(subclip_len: int, conv_length: int, conv_stride: int, pool_siz
     for key, value in (("conv.length", conv_length), ("conv.stride", conv_stride)):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key} must be a whole number of samples, not {value!r}")
+        if value < 1:
+            shorthand = key.split(".")[1]
+            raise ConfigError(
+                f"{key} must be a positive number of samples, not {value} "
+                f"(set {shorthand}=N or {key}=N with N >= 1)"
+            )
     if not 0 < conv_stride <= conv_length:
         raise ConfigError(
             f"first-layer stride {conv_stride} must be between 1 and its length {conv_length} "
