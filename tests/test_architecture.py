@@ -274,13 +274,14 @@ FILE_SUFFIXES = {"py", "json", "csv", "bin", "md", "yaml", "npy", "ckpt", "png",
 
 
 def doc_layers(text: str) -> dict[int, list[str]]:
-    """The layer table of docs/architecture.md: layer number -> module patterns."""
+    """The layer table of docs/architecture.md: layer number -> module patterns (lines
+    ``N name: pattern ...``; a layer may take several lines)."""
     block = re.search(r"<!-- layers.*?-->\s*```\n(.*?)```", text, re.S)
     assert block, "docs/architecture.md has no '<!-- layers -->' block"
-    layers = {}
+    layers: dict[int, list[str]] = {}
     for line in block.group(1).splitlines():
         number, _, patterns = re.fullmatch(r"(\d) ([\w ]+): (.+)", line).groups()
-        layers[int(number)] = patterns.split()
+        layers.setdefault(int(number), []).extend(patterns.split())
     return layers
 
 
