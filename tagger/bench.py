@@ -36,7 +36,6 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from tagger.aggregation import clip_loss
-from tagger.config import compose_run_config
 from tagger.data.coursework import CLIP_SAMPLES
 from tagger.data.store import StoreClip, StorePlan, StoreWriter
 from tagger.module import TaggingModule, build_module
@@ -90,11 +89,6 @@ def write_clips(directory: Path, n_clips: int) -> Path:
         np.save(directory / "npy" / name, clip.astype(np.float32))
     np.save(directory / "labels.npy", labels)
     return writer.finish()
-
-
-def bench_config(store: Path, run_dir: Path, overrides: list[str]) -> DictConfig:
-    """The ``train.py`` config for training on ``store``, as Hydra composes it."""
-    return compose_run_config("train", run_dir, ["data=store", f"data.path={store}", *overrides])
 
 
 def _peak_mib(device: torch.device) -> float:

@@ -9,3 +9,12 @@ class ConfigError(ValueError):
 
 class BadClipError(ConfigError):
     """A clip whose samples cannot be used; the message names the clip."""
+
+
+def find_config_error(error: BaseException) -> ConfigError | None:
+    """The ``ConfigError`` behind ``error``, if any (Hydra's ``instantiate`` wraps exceptions)."""
+    while error is not None:
+        if isinstance(error, ConfigError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None

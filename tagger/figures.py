@@ -17,22 +17,21 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; works without a display
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from torch import nn
 
 from tagger.metrics import tag_scores
 
 
-def _save(figure: plt.Figure, path: Path) -> Path:
-    """Save as PNG via a temporary name, so a crash never leaves a half-written image."""
+def _save(figure: Figure, path: Path) -> Path:
+    """Save as PNG via a temporary name, so a crash never leaves a half-written image.
+
+    The figures are plain ``Figure`` objects, never pyplot's: saving one renders it with
+    Agg by itself, so no backend is chosen or switched and no display is needed."""
     tmp = path.with_name(f".{path.stem}.tmp.png")
     figure.savefig(tmp, dpi=120, bbox_inches="tight")
-    plt.close(figure)
     tmp.replace(path)
     return path
 
@@ -57,7 +56,8 @@ def epoch_curves(csv_file: Path) -> dict[str, dict[int, float]]:
 
 def plot_training_curves(runs: dict[str, Path], path: Path) -> Path:
     """ROC-AUC and loss per epoch for each run (label -> its ``csv/metrics.csv``)."""
-    figure, (auc_axis, loss_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    figure = Figure(figsize=(11, 4))
+    auc_axis, loss_axis = figure.subplots(1, 2)
     for label, csv_file in runs.items():
         curves = epoch_curves(csv_file)
         for key, style in (("train", "--"), ("val", "-")):
@@ -87,7 +87,8 @@ def plot_per_tag_auc(tag_names: Sequence[str], auc: np.ndarray, png: Path, table
     scored = sorted(
         ((v, n) for n, v in zip(tag_names, auc, strict=True) if not math.isnan(v)), reverse=True
     )
-    figure, axis = plt.subplots(figsize=(max(6, 0.25 * len(scored)), 4))
+    figure = Figure(figsize=(max(6, 0.25 * len(scored)), 4))
+    axis = figure.subplots()
     axis.bar(range(len(scored)), [v for v, _ in scored], color="tab:blue")
     axis.set_xticks(range(len(scored)), [n for _, n in scored], rotation=90, fontsize="small")
     axis.set(ylabel="ROC-AUC", ylim=(min(0.5, *[v for v, _ in scored]) - 0.02, 1.0))
@@ -146,7 +147,8 @@ def plot_first_layer_filters(
     spectra, peaks = filter_peak_frequencies(weights, sample_rate)
     order = np.argsort(peaks, kind="stable")
 
-    figure, axis = plt.subplots(figsize=(7, 5))
+    figure = Figure(figsize=(7, 5))
+    axis = figure.subplots()
     normalised = spectra[order] / spectra[order].max(axis=1, keepdims=True)
     axis.imshow(normalised.T, origin="lower", aspect="auto", cmap="magma",
                 extent=(-0.5, len(order) - 0.5, 0, sample_rate / 2))  # fmt: skip
@@ -156,7 +158,8 @@ def plot_first_layer_filters(
 
     columns = 8
     rows = math.ceil(len(order) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(2 * columns, 1.2 * rows), squeeze=False)
+    figure = Figure(figsize=(2 * columns, 1.2 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False)
     for axis, index in zip(axes.flat, order, strict=False):
         axis.plot(weights[index], lw=0.8)
         axis.set_title(f"{peaks[index]:.0f} Hz", fontsize="x-small")

@@ -1,13 +1,14 @@
-"""The model zoo: every ``conf/model/NAME.yaml`` composed, built and counted.
+"""The model zoo: every ``conf/model/NAME.yaml``, built and counted.
 
-Each config is composed as ``train.py`` composes it (with any Hydra overrides, e.g.
-``data.sample_rate=16000 conv.length=512``) and its network is instantiated for the
-data's tags. Parameters are counted on the network. Multiply-adds are counted by
-``torch.utils.flop_counter.FlopCounterMode`` during one forward pass over one window, in
-eval mode, as FLOPs / 2: every convolution and matrix product (``Conv1d``, ``Linear``,
-the mel filterbank). PyTorch has no formula for the FFT; ``FFT_FORMULAS`` gives it one.
-Elementwise work (the STFT's window, BatchNorm, ReLU, pooling, SE scaling) is left out.
-Multiply-adds per second of audio = per window x sample rate / window length.
+Each config, composed as ``train.py`` composes it (by the command line, ``tagger models``,
+with any Hydra overrides, e.g. ``data.sample_rate=16000 conv.length=512``), has its
+network instantiated for the data's tags. Parameters are counted on the network.
+Multiply-adds are counted by ``torch.utils.flop_counter.FlopCounterMode`` during one
+forward pass over one window, in eval mode, as FLOPs / 2: every convolution and matrix
+product (``Conv1d``, ``Linear``, the mel filterbank). PyTorch has no formula for the FFT;
+``FFT_FORMULAS`` gives it one. Elementwise work (the STFT's window, BatchNorm, ReLU,
+pooling, SE scaling) is left out. Multiply-adds per second of audio = per window x
+sample rate / window length.
 """
 
 from __future__ import annotations
@@ -19,13 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from tagger.config import CONFIG_DIR, ConfigError, register_resolvers
+from tagger.config import CONFIG_DIR
 
 MODEL_DIR = Path(CONFIG_DIR) / "model"
 
@@ -83,23 +83,13 @@ class ModelRow:
         return self.multiply_adds * self.sample_rate / self.window_len
 
 
-def compose_model(name: str, overrides: Sequence[str] = ()) -> DictConfig:
-    """The train config with ``model=name`` and ``overrides``, composed as train.py does."""
-    if name not in model_names():
-        raise ConfigError(f"no model config {name!r}; the models are {', '.join(model_names())}")
-    register_resolvers()
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        return compose("train", overrides=[f"model={name}", *overrides])
-
-
 def build_net(cfg: DictConfig, num_tags: int) -> nn.Module:
     """The network ``cfg.model.net`` describes, with ``num_tags`` outputs."""
     return instantiate(OmegaConf.to_container(cfg.model.net, resolve=True), num_tags=num_tags)
 
 
-def describe(name: str, overrides: Sequence[str] = ()) -> ModelRow:
-    """Compose ``model=name`` with ``overrides``, build its network and count it."""
-    cfg = compose_model(name, overrides)
+def describe(name: str, cfg: DictConfig) -> ModelRow:
+    """Build the network of ``cfg``, the train config with ``model=name``, and count it."""
     num_tags = len(instantiate(cfg.data).tag_names)
     net = build_net(cfg, num_tags)
     window_len = int(cfg.data.subclip_len)
@@ -113,7 +103,3 @@ def describe(name: str, overrides: Sequence[str] = ()) -> ModelRow:
         multiply_adds=count_multiply_adds(net, window_len),
     )
 
-
-def zoo_rows(names: Sequence[str] = (), overrides: Sequence[str] = ()) -> list[ModelRow]:
-    """One row per model config in ``names`` (default: every one), with ``overrides``."""
-    return [describe(name, overrides) for name in names or model_names()]

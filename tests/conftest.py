@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from tagger.config import compose_run_config as compose_config
+from tagger.cli.hydra_setup import compose_run_config as compose_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,13 +9,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from tagger.config import (
-    ConfigError,
-    bounded_dirname,
-    check_group_choices,
-    quote_path_values,
-    scaled_lr,
-)
+from tagger.cli.hydra_setup import bounded_dirname, check_group_choices, quote_path_values
+from tagger.errors import ConfigError
+from tagger.optim import scaled_lr
 from tests.conftest import REPO_ROOT, compose_config
 
 

@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from tagger.config import CONFIG_DIR, ConfigError, check_group_choices, user_config_dirs
+from tagger.cli.hydra_setup import check_group_choices, user_config_dirs
+from tagger.config import CONFIG_DIR
+from tagger.errors import ConfigError
 from tests.conftest import REPO_ROOT, TINY, run_cli
 
 #: A user's own network, in the user's own module (not in tagger).

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.nn.functional import binary_cross_entropy_with_logits
 
+from tagger.cli.models import compose_model
 from tagger.cli.train import train
 from tagger.errors import ConfigError
 from tagger.models.dieleman import DielemanCNN, FeaturePool, Log1p
@@ -21,9 +22,7 @@ from tagger.models.rese import ReSE2
 from tagger.models.samplecnn import SampleCNN
 from tagger.models.spectrogram import LogMelSpectrogram, SpectrogramCNN, mel_filterbank
 from tagger.module import load_trained
-from tagger.zoo import build_net, compose_model, model_names
-
-pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+from tagger.zoo import build_net, model_names
 
 #: model name -> its network class and default window (samples) on the built-in data
 ZOO: dict[str, tuple[type[nn.Module], int]] = {

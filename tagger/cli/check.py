@@ -21,7 +21,8 @@ from hydra.utils import instantiate
 from tqdm import tqdm
 
 from tagger.check import check_splits, distinct_splits
-from tagger.config import compose_run_config, find_config_error, quote_path_values
+from tagger.cli.hydra_setup import compose_run_config, quote_path_values
+from tagger.errors import find_config_error
 
 
 def parser() -> argparse.ArgumentParser:

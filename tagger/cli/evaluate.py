@@ -20,14 +20,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from tagger.config import (
-    CONFIG_DIR,
-    ConfigError,
-    exit_on_config_error,
-    register_resolvers,
-    run_hydra_entry,
-)
+from tagger.cli.hydra_setup import exit_on_config_error, register_resolvers, run_hydra_entry
+from tagger.config import CONFIG_DIR
 from tagger.data.datamodule import ClipDataModule
+from tagger.errors import ConfigError
 from tagger.figures import (
     best_and_worst_clips,
     first_conv,

@@ -13,10 +13,29 @@ sample rate / window length.
 from __future__ import annotations
 
 import sys
-import warnings
+from collections.abc import Sequence
 
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from tagger.cli.hydra_setup import register_resolvers
+from tagger.config import CONFIG_DIR
 from tagger.errors import ConfigError
-from tagger.zoo import ModelRow, model_names, zoo_rows
+from tagger.zoo import ModelRow, describe, model_names
+
+
+def compose_model(name: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """The train config with ``model=name`` and ``overrides``, composed as train.py does."""
+    if name not in model_names():
+        raise ConfigError(f"no model config {name!r}; the models are {', '.join(model_names())}")
+    register_resolvers()
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=[f"model={name}", *overrides])
+
+
+def zoo_rows(names: Sequence[str] = (), overrides: Sequence[str] = ()) -> list[ModelRow]:
+    """One row per model config in ``names`` (default: every one), with ``overrides``."""
+    return [describe(name, compose_model(name, overrides)) for name in names or model_names()]
 
 
 def _si(value: float) -> str:
@@ -62,7 +81,6 @@ def format_table(rows: list[ModelRow]) -> str:
 
 
 def main() -> None:
-    warnings.filterwarnings("ignore", "Using padding='same' with even kernel")
     args = sys.argv[1:]
     if any(arg in ("-h", "--help") for arg in args):
         print(__doc__.replace("``", ""), end="")

@@ -23,15 +23,10 @@ from omegaconf import DictConfig, OmegaConf
 from tagger.callbacks import RunInterrupted, StopOnSignal, StoreRunConfig
 from tagger.checkpoint_io import read_checkpoint
 from tagger.checks import check_settings, lightning_max_epochs
-from tagger.config import (
-    CONFIG_DIR,
-    ConfigError,
-    exit_on_config_error,
-    find_config_error,
-    register_resolvers,
-    run_hydra_entry,
-)
+from tagger.cli.hydra_setup import exit_on_config_error, register_resolvers, run_hydra_entry
+from tagger.config import CONFIG_DIR
 from tagger.data.datamodule import ClipDataModule
+from tagger.errors import ConfigError, find_config_error
 from tagger.module import build_module
 from tagger.run_files import OutputError, scores_summary, write_json
 

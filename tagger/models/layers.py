@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import warnings
-
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
-
-# 'same' padding with an even kernel (Dieleman's length-8 convs) pads asymmetrically;
-# PyTorch warns that this copies the input, which explicit padding would do as well.
-warnings.filterwarnings("ignore", "Using padding='same' with even kernel", UserWarning)
 
 
 def init_weights(module: nn.Module) -> None:
@@ -19,6 +14,36 @@ def init_weights(module: nn.Module) -> None:
             nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
+
+
+class SameConv1d(nn.Conv1d):
+    """``nn.Conv1d(c_in, c_out, kernel_size, padding="same")``, stride 1: [N, c_in, T] ->
+    [N, c_out, T], with the same parameters and output.
+
+    An even kernel (Dieleman's length-8 convs) needs one more zero on the right than on
+    the left. PyTorch's 'same' adds that zero by copying the input, with a warning each
+    process; this adds it explicitly, by the same two calls, so there is nothing to warn of.
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int, bias: bool = True) -> None:
+        super().__init__(c_in, c_out, kernel_size, padding=(kernel_size - 1) // 2, bias=bias)
+        self.extra_right = (kernel_size - 1) % 2  # samples: 1 for an even kernel, else 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        """[N, c_in, T] -> [N, c_out, T]."""
+        if self.extra_right:
+            x = F.pad(x, (0, self.extra_right))
+        return self._conv_forward(x, self.weight, self.bias)
+
+
+def conv1d(
+    c_in: int, c_out: int, kernel_size: int, stride: int = 1, padding: int | str = 0,
+    bias: bool = True,
+) -> nn.Conv1d:
+    """``nn.Conv1d``; with ``padding="same"`` a ``SameConv1d``."""
+    if padding == "same":
+        return SameConv1d(c_in, c_out, kernel_size, bias=bias)
+    return nn.Conv1d(c_in, c_out, kernel_size, stride=stride, padding=padding, bias=bias)
 
 
 class ConvBNReLU(nn.Sequential):
@@ -46,9 +71,7 @@ class ConvBNReLU(nn.Sequential):
         batch_norm: bool = True,
     ) -> None:
         layers: list[nn.Module] = [
-            nn.Conv1d(
-                c_in, c_out, kernel_size, stride=stride, padding=padding, bias=not batch_norm
-            ),
+            conv1d(c_in, c_out, kernel_size, stride, padding, bias=not batch_norm),
             nn.BatchNorm1d(c_out) if batch_norm else nn.Identity(),
             nn.ReLU(),
         ]
@@ -112,7 +135,7 @@ class ResidualBlock(nn.Module):
         branch: list[nn.Module] = [
             ConvBNReLU(c_in, c_out, kernel_size, padding="same"),
             nn.Dropout(dropout),
-            nn.Conv1d(c_out, c_out, kernel_size, padding="same", bias=False),
+            SameConv1d(c_out, c_out, kernel_size, bias=False),
             nn.BatchNorm1d(c_out),
         ]
         if se_ratio is not None:
