@@ -13,7 +13,6 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.nn.functional import binary_cross_entropy_with_logits
 
-from tagger.cli.train import train
 from tagger.errors import ConfigError
 from tagger.models.dieleman import DielemanCNN, FeaturePool, Log1p
 from tagger.models.hybrid import HybridCNN
@@ -21,6 +20,7 @@ from tagger.models.rese import ReSE2
 from tagger.models.samplecnn import SampleCNN
 from tagger.models.spectrogram import LogMelSpectrogram, SpectrogramCNN, mel_filterbank
 from tagger.module import load_trained
+from tagger.train import train
 from tagger.zoo import build_net, compose_model, model_names
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")

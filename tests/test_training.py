@@ -14,9 +14,9 @@ import torch
 from lightning import Callback, LightningModule, Trainer
 from sklearn.metrics import roc_auc_score
 
-from tagger.cli.evaluate import evaluate
-from tagger.cli.train import train
+from tagger.evaluate import evaluate
 from tagger.module import build_module, load_trained
+from tagger.train import train
 from tests.conftest import compose_config
 
 TWO_EPOCHS = ["trainer.max_epochs=2", "optimizer=adamw"]

@@ -25,17 +25,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 
 from tagger.bench import (
     MTAT_EPOCH_CLIPS,
     VAL_CLIPS,
     Throughput,
-    bench_config,
     bench_rounds,
     median_throughputs,
     write_clips,
 )
-from tagger.config import exit_on_config_error
+from tagger.config import compose_run_config, exit_on_config_error
 from tagger.data.store import META_FILE, ClipStore
 
 
@@ -69,6 +69,11 @@ def parser() -> argparse.ArgumentParser:
     )
     main.add_argument("overrides", nargs="*", help="train.py overrides")
     return main
+
+
+def bench_config(store: Path, run_dir: Path, overrides: list[str]) -> DictConfig:
+    """The ``train.py`` config for training on ``store``, as Hydra composes it."""
+    return compose_run_config("train", run_dir, ["data=store", f"data.path={store}", *overrides])
 
 
 def _npy_copies(clips: ClipStore, out: Path, n_clips: int) -> None:
