@@ -39,6 +39,7 @@ from tagger.aggregation import clip_loss
 from tagger.data.coursework import CLIP_SAMPLES
 from tagger.data.store import StoreClip, StorePlan, StoreWriter
 from tagger.module import TaggingModule, build_module
+from tagger.train import instantiate_all
 
 #: clips in an MTAT training epoch (the coursework split)
 MTAT_EPOCH_CLIPS = 16_963
@@ -174,8 +175,6 @@ def bench_step(cfg: DictConfig, device: torch.device, warmup: int, steps: int,
 
 def bench_framework(cfg: DictConfig, device: torch.device, warmup: int, steps: int) -> Throughput:
     """(b): ``Trainer.fit`` over the store as ``train.py`` runs it, ``steps`` cycles timed."""
-    from tagger.cli.train import _instantiate_all
-
     datamodule = instantiate(cfg.data)
     module = build_module(cfg, datamodule.tag_names)
     clock = _StepClock(warmup, steps, device)
@@ -188,8 +187,8 @@ def bench_framework(cfg: DictConfig, device: torch.device, warmup: int, steps: i
         limit_val_batches=0,
         num_sanity_val_steps=0,
         enable_model_summary=False,
-        callbacks=[*_instantiate_all(callbacks), clock],
-        logger=_instantiate_all(cfg.get("logger")) or False,
+        callbacks=[*instantiate_all(callbacks), clock],
+        logger=instantiate_all(cfg.get("logger")) or False,
     )
     with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
         trainer.fit(module, datamodule=datamodule)  # the progress bar runs, unseen

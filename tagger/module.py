@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from tagger.aggregation import AGGREGATIONS, Aggregation, clip_loss, clip_probabilities
 from tagger.checkpoint_io import read_checkpoint
 from tagger.errors import ConfigError
-from tagger.metrics import EpochTagScores, TagScores
+from tagger.metrics import EpochTagScores
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,6 @@ class TaggingModule(LightningModule):
         self.train_scores = EpochTagScores(len(self.tag_names))
         self.val_scores = EpochTagScores(len(self.tag_names))
         self.test_scores = EpochTagScores(len(self.tag_names))
-        self.epoch_scores: dict[str, TagScores] = {}
         self._reported_skips: dict[str, list[str]] = {}
         self.finite_check_every = finite_check_every
         self._diverged: Tensor | None = None  # on the device: [first bad step or -1, loss, epoch]
@@ -173,12 +172,15 @@ class TaggingModule(LightningModule):
         }
 
     def _log_epoch_scores(self, stage: str, per_tag: bool = False) -> None:
+        """Log the epoch's macro ``<stage>/auc`` and ``<stage>/pr_auc`` and, with ``per_tag``,
+        ``<stage>_tag_auc/<tag>`` for each tag that can be scored (tags without a positive or
+        a negative clip are left out). These are the stage's results: ``trainer.validate`` and
+        ``trainer.test`` return them and ``trainer.callback_metrics`` holds them."""
         metric: EpochTagScores = getattr(self, f"{stage}_scores")
         scores = metric.compute()
         metric.reset()
         if self.trainer.sanity_checking:
             return
-        self.epoch_scores[stage] = scores
         skipped = scores.skipped(self.tag_names)
         if skipped and skipped != self._reported_skips.get(stage):
             log.warning(

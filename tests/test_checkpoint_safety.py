@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from tagger.cli.train import train
+from tagger.train import train
 from tests.conftest import REPO_ROOT, TINY, compose_config, run_cli
 
 

@@ -17,7 +17,8 @@ import torch
 from lightning import Callback, LightningModule, Trainer
 
 from tagger.checkpoint_io import read_checkpoint
-from tagger.cli.train import hydra_main, train
+from tagger.cli.train import hydra_main
+from tagger.train import train
 
 #: Set by ``DiskFullFrom``: from then on, checkpoint temporaries cannot be written whole.
 DISK_FULL = {"on": False}

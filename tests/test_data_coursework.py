@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 import torch
 
-from tagger.cli.train import train
 from tagger.data.clips import BadClipError
 from tagger.data.coursework import CourseworkDataModule
 from tagger.data.tagsets import MERGED50
 from tagger.errors import ConfigError
 from tagger.module import TaggingModule
+from tagger.train import train
 from tests.conftest import REPO_ROOT, compose_config, run_cli
 from tests.fixtures_mtat import Coursework, write_coursework, write_coursework_three
 

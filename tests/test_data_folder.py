@@ -10,9 +10,9 @@ import soundfile
 import soxr
 
 from tagger.cli.prepare import prepare
-from tagger.cli.train import train
 from tagger.data.store import ClipStore
 from tagger.errors import ConfigError
+from tagger.train import train
 from tests.conftest import compose_config, run_cli
 from tests.fixtures_mtat import FOLDER_FILES, write_folder
 from tests.test_data_coursework import QUICK

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow  # trains two checkpoints and runs the ONNX export
 
 @pytest.fixture(scope="module", params=["baseline", "spectrogram"])
 def checkpoint(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tagger.cli.train import train
+    from tagger.train import train
 
     run_dir = tmp_path_factory.mktemp(f"export_{request.param}")
     cfg = compose_config("train", run_dir, [*TINY, f"model={request.param}", "test=false"])

@@ -17,8 +17,8 @@ import pytest
 import torch
 from lightning import Callback, LightningModule, Trainer
 
-from tagger.cli.train import train
 from tagger.data.sampler import EpochShuffleSampler
+from tagger.train import train
 from tests.conftest import REPO_ROOT, TINY, compose_config, run_cli
 
 # 120 training clips in batches of 10: 12 steps per epoch, a step checkpoint every 5
@@ -153,15 +153,16 @@ def test_a_signal_before_training_stops_at_once_and_is_recorded(
     train_config, monkeypatch, capsys, signum: signal.Signals
 ) -> None:
     import tagger.cli.train as train_cli
+    import tagger.train as train_workflow
 
-    real_build = train_cli.build_module
+    real_build = train_workflow.build_module
 
     def build_then_signal(*args: Any) -> LightningModule:
         module = real_build(*args)
         os.kill(os.getpid(), signum)  # while the run is being set up: nothing to save yet
         return module
 
-    monkeypatch.setattr(train_cli, "build_module", build_then_signal)
+    monkeypatch.setattr(train_workflow, "build_module", build_then_signal)
     cfg = train_config()
     with pytest.raises(SystemExit) as exit_info:
         train_cli.hydra_main(cfg)

@@ -10,10 +10,10 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from tagger.cli.evaluate import evaluate
-from tagger.cli.train import train
+from tagger.evaluate import evaluate
 from tagger.figures import filter_peak_frequencies, first_conv, plot_first_layer_filters
 from tagger.module import load_trained
+from tagger.train import train
 from tests.conftest import compose_config
 
 

@@ -14,7 +14,6 @@ from torch import nn
 from torch.nn.functional import binary_cross_entropy_with_logits
 
 from tagger.cli.models import compose_model
-from tagger.cli.train import train
 from tagger.errors import ConfigError
 from tagger.models.dieleman import DielemanCNN, FeaturePool, Log1p
 from tagger.models.hybrid import HybridCNN
@@ -22,6 +21,7 @@ from tagger.models.rese import ReSE2
 from tagger.models.samplecnn import SampleCNN
 from tagger.models.spectrogram import LogMelSpectrogram, SpectrogramCNN, mel_filterbank
 from tagger.module import load_trained
+from tagger.train import train
 from tagger.zoo import build_net, model_names
 
 #: model name -> its network class and default window (samples) on the built-in data

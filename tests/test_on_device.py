@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
-from tagger.cli.train import train
 from tagger.data.device import DeviceBatches, to_device
 from tagger.data.sampler import EpochShuffleSampler
 from tagger.data.synthetic import SyntheticDataModule
+from tagger.train import train
 
 LOADER_ARGS = {
     "train_clips": 23, "val_clips": 7, "test_clips": 0, "n_subclips": 2, "subclip_len": 4096,

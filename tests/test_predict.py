@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow  # trains a checkpoint, then starts `tagger predic
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tagger.cli.train import train
+    from tagger.train import train
 
     run_dir = tmp_path_factory.mktemp("predict_run")
     return Path(train(compose_config("train", run_dir, TINY))["checkpoints"]["last"])

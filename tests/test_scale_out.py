@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tagger.cli.evaluate import evaluate
+from tagger.evaluate import evaluate
 from tests.conftest import REPO_ROOT, TINY, compose_config, run_cli
 
 TRAIN = str(REPO_ROOT / "train.py")

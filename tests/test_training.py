@@ -14,9 +14,9 @@ import torch
 from lightning import Callback, LightningModule, Trainer
 from sklearn.metrics import roc_auc_score
 
-from tagger.cli.evaluate import evaluate
-from tagger.cli.train import train
+from tagger.evaluate import evaluate
 from tagger.module import build_module, load_trained
+from tagger.train import train
 from tests.conftest import compose_config
 
 TWO_EPOCHS = ["trainer.max_epochs=2", "optimizer=adamw"]
@@ -96,6 +96,19 @@ def test_resume_from_last_checkpoint_is_exact(train_config, two_epoch_run: dict)
         straight.state_dict().items(), continued.state_dict().values(), strict=True
     ):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+def test_validate_returns_the_scores_that_the_summary_holds(two_epoch_run: dict) -> None:
+    from hydra.utils import instantiate
+
+    model, run_config = load_trained(two_epoch_run["checkpoints"]["last"])  # after epoch 2's val
+    trainer = Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    (returned,) = trainer.validate(model, datamodule=instantiate(run_config["data"]))
+    summary = two_epoch_run["val"]
+    assert returned["val/auc"] == summary["auc"] and returned["val/pr_auc"] == summary["pr_auc"]
+    per_tag = {k.removeprefix("val_tag_auc/"): v for k, v in returned.items() if "_tag_" in k}
+    scored = {k: v for k, v in summary["per_tag_auc"].items() if k not in summary["skipped_tags"]}
+    assert per_tag == scored and len(per_tag) == len(two_epoch_run["tag_names"])
 
 
 def test_eval_rebuilds_from_the_checkpoint_and_matches_training(tmp_path, two_epoch_run) -> None:

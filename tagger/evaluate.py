@@ -1,0 +1,113 @@
+"""The evaluation workflow: ``evaluate(cfg)`` scores a checkpoint on its own data.
+
+The model and the data are rebuilt from the checkpoint alone (its hyperparameters and
+the run config that training stored in it). Writes ``metrics.json`` and
+``predictions.csv`` into the eval run's directory, with the figures of
+``tagger.figures``: ``per_tag_auc.png``/``.csv``, ``clips.md``, ``curves.png`` and, for
+raw-audio models, ``filter_spectra.png`` and ``filters.png``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from tagger.data.datamodule import ClipDataModule
+from tagger.errors import ConfigError
+from tagger.figures import (
+    best_and_worst_clips,
+    first_conv,
+    plot_first_layer_filters,
+    plot_per_tag_auc,
+    plot_training_curves,
+)
+from tagger.metrics import TagScores, tag_scores
+from tagger.module import TaggingModule, load_trained
+from tagger.run_files import scores_summary, write_json, write_predictions, write_text
+
+
+def write_figures(
+    run_dir: Path,
+    ckpt_path: Path,
+    model: TaggingModule,
+    sample_rate: int,
+    scores: TagScores,
+    clip_ids: list[str],
+    labels: np.ndarray,
+    probs: np.ndarray,
+) -> list[Path]:
+    """The papers' figures for an evaluated checkpoint, written into ``run_dir``.
+
+    Training curves come from the training run's CSV log beside the checkpoint's folder;
+    the filter figures only for networks with a raw-audio first layer.
+    """
+    written = [
+        plot_per_tag_auc(model.tag_names, scores.roc_auc.numpy(), run_dir / "per_tag_auc.png",
+                         run_dir / "per_tag_auc.csv"),
+        write_text(run_dir / "clips.md",
+                   best_and_worst_clips(clip_ids, labels, probs, model.tag_names)),
+    ]  # fmt: skip
+    training_log = ckpt_path.resolve().parent.parent / "csv" / "metrics.csv"
+    if training_log.is_file():
+        written.append(plot_training_curves({"run": training_log}, run_dir / "curves.png"))
+    conv = first_conv(model.net)
+    if conv is not None:
+        spectra, filters = run_dir / "filter_spectra.png", run_dir / "filters.png"
+        plot_first_layer_filters(conv, sample_rate, spectra, filters)
+        written += [spectra, filters]
+    return written
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate ``cfg.ckpt_path`` on ``cfg.split``; return what is written to metrics.json."""
+    started = time.time()
+    model, run_config = load_trained(cfg.ckpt_path)
+    datamodule: ClipDataModule = instantiate(OmegaConf.merge(run_config["data"], cfg.data))
+    sizes = datamodule.split_sizes()
+    split = cfg.split
+    if split == "auto":
+        split = "test" if sizes["test_clips"] else "val"
+    if not sizes.get(f"{split}_clips"):
+        raise ConfigError(f"split={split}: this data has no such split ({sizes})")
+
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
+    outputs = trainer.predict(model, dataloaders=datamodule.loader(split))
+    index = torch.cat([batch["index"] for batch in outputs])
+    probs = torch.cat([batch["probs"] for batch in outputs])
+    labels = torch.cat([batch["labels"] for batch in outputs])
+    scores = tag_scores(probs, labels)
+
+    run_dir = Path(cfg.paths.output_dir)
+    clip_ids = datamodule.splits[split].clip_ids
+    write_predictions(
+        run_dir / "predictions.csv",
+        [clip_ids[i] for i in index.tolist()],
+        labels.numpy(),
+        probs.numpy(),
+        model.tag_names,
+    )
+    figures = write_figures(
+        run_dir, Path(cfg.ckpt_path), model, datamodule.sample_rate, scores,
+        [clip_ids[i] for i in index.tolist()], labels.numpy(), probs.numpy(),
+    )  # fmt: skip
+    summary = {
+        "status": "completed",
+        "checkpoint": str(Path(cfg.ckpt_path).resolve()),
+        "split": split,
+        "dataset": datamodule.describe(),
+        f"{split}_clips": len(index),
+        "tag_names": model.tag_names,
+        split: scores_summary(scores, model.tag_names),
+        "predictions": str(run_dir / "predictions.csv"),
+        "figures": [str(path) for path in figures],
+        "wall_time_s": round(time.time() - started, 2),
+        "config": run_config,
+    }
+    write_json(run_dir / "metrics.json", summary)
+    return summary

@@ -1,0 +1,224 @@
+"""The training workflow: ``train(cfg)`` fits, validates and tests a composed ``train.py``
+config and returns the run's summary, which it also writes to ``<run dir>/metrics.json``.
+
+Runs that do not complete are recorded too (``record_failure``, ``record_interruption``);
+saying so to the user and choosing the exit code is left to ``tagger.cli.train``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig, OmegaConf
+
+from tagger.callbacks import RunInterrupted, StopOnSignal, StoreRunConfig
+from tagger.checkpoint_io import read_checkpoint
+from tagger.checks import check_settings, lightning_max_epochs
+from tagger.data.datamodule import ClipDataModule
+from tagger.errors import ConfigError, find_config_error
+from tagger.module import build_module
+from tagger.run_files import OutputError, write_json
+
+log = logging.getLogger(__name__)
+
+
+def instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a config group such as ``callbacks`` or ``logger``."""
+    return [instantiate(node) for node in (group or {}).values() if node is not None]
+
+
+def _floats(metrics: Mapping[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in sorted(metrics.items())}
+
+
+def _newest_readable(checkpoint_dir: Path) -> Path | None:
+    """The run's checkpoint to resume from: ``last.ckpt``, else the newest other ``*.ckpt``
+    of ``checkpoint_dir``; unreadable ones are skipped with a warning."""
+    found = sorted(checkpoint_dir.glob("*.ckpt"),
+                   key=lambda p: (p.name != "last.ckpt", -p.stat().st_mtime))  # fmt: skip
+    for path in found:
+        try:
+            read_checkpoint(path)
+        except ConfigError as error:
+            log.warning("ckpt_path=auto: skipping %s", error)
+            continue
+        return path
+    return None
+
+
+def resolve_checkpoint(cfg: DictConfig) -> None:
+    """Settle ``ckpt_path`` and keep saving checkpoints in the folder of the one resumed from.
+
+    ``ckpt_path=auto`` is this run directory's newest readable checkpoint (``last.ckpt``
+    unless it is damaged) when there is one (a restarted command with the same
+    ``hydra.run.dir``), else a fresh start. A given checkpoint is read once here, so a
+    missing, damaged or unsafe file is refused in one line before training.
+    Lightning restores the best score and the best/last paths only when the checkpoint
+    folder is unchanged; in a new folder the resumed run would forget its best epoch.
+    """
+    if cfg.get("ckpt_path") == "auto":
+        found = _newest_readable(Path(cfg.paths.checkpoint_dir))
+        cfg.ckpt_path = None if found is None else str(found)
+        log.info("ckpt_path=auto: %s",
+                 f"resuming from {found}" if found else "no checkpoint yet, starting")  # fmt: skip
+    elif cfg.get("ckpt_path"):
+        read_checkpoint(cfg.ckpt_path)
+    if cfg.get("ckpt_path"):
+        cfg.paths.checkpoint_dir = str(Path(cfg.ckpt_path).resolve().parent)
+
+
+def checkpoint_summary(trainer: L.Trainer) -> tuple[dict[str, str | None], dict[str, float]]:
+    """Paths of the best and last checkpoints, and the best monitored score."""
+    paths: dict[str, str | None] = {"best": None, "last": None}
+    best: dict[str, float] = {}
+    for callback in trainer.checkpoint_callbacks:
+        if not isinstance(callback, ModelCheckpoint) or not callback.best_model_path:
+            continue
+        if callback.monitor is None:  # conf/callbacks/last_checkpoint.yaml
+            paths["last"] = callback.best_model_path
+        else:
+            paths["best"] = callback.best_model_path
+            best = {callback.monitor: float(callback.best_model_score)}
+    return paths, best
+
+
+def logged_scores(metrics: Mapping[str, Any], stage: str,
+                  tag_names: Sequence[str]) -> dict[str, Any]:  # fmt: skip
+    """Macro and per-tag figures of one evaluated set, for ``metrics.json``, from the metrics
+    ``TaggingModule`` logged for ``stage`` (``trainer.callback_metrics``, or what
+    ``trainer.test`` returns): ``<stage>/auc``, ``<stage>/pr_auc`` and ``<stage>_tag_auc/<tag>``
+    for each tag that can be scored; the others are NaN and listed in ``skipped_tags``."""
+    per_tag = {name: float(metrics.get(f"{stage}_tag_auc/{name}", float("nan")))
+               for name in tag_names}  # fmt: skip
+    return {
+        "auc": float(metrics[f"{stage}/auc"]),
+        "pr_auc": float(metrics[f"{stage}/pr_auc"]),
+        "per_tag_auc": per_tag,
+        "skipped_tags": [name for name in tag_names if f"{stage}_tag_auc/{name}" not in metrics],
+    }
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train, validate and (optionally) test with a composed config; return the summary
+    that is also written to ``<run dir>/metrics.json``.
+
+    SIGTERM and SIGINT stop training after the current step and save a resumable
+    ``last.ckpt``; then ``RunInterrupted`` is raised.
+    """
+    check_settings(cfg)
+    resolve_checkpoint(cfg)
+    stop = StopOnSignal(Path(cfg.paths.checkpoint_dir) / "last.ckpt")
+    with stop.handling_signals():
+        try:
+            return _train(cfg, stop)
+        except SIGTERMException:
+            raise stop.interrupted() from None
+
+
+def _train(cfg: DictConfig, stop: StopOnSignal) -> dict[str, Any]:
+    started = time.time()
+    run_config = OmegaConf.to_container(cfg, resolve=True)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule: ClipDataModule = instantiate(cfg.data)
+    model = build_module(cfg, datamodule.tag_names)
+    sizes = datamodule.split_sizes()  # builds the splits now, so bad data fails before training
+    log.info("data: %s; %s", datamodule.describe()["name"], sizes)
+
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        callbacks=[*instantiate_all(cfg.get("callbacks")), StoreRunConfig(run_config), stop],
+        logger=instantiate_all(cfg.get("logger")) or False,
+        max_epochs=lightning_max_epochs(cfg.trainer.max_epochs),
+    )
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    final = _floats(trainer.callback_metrics)
+
+    checkpoints, best = checkpoint_summary(trainer)
+
+    summary: dict[str, Any] = {
+        "status": "completed",
+        "dataset": datamodule.describe(),
+        **sizes,
+        "tag_names": datamodule.tag_names,
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "final": final,
+        "best": best,
+    }
+    if "val/auc" in final:  # validated in this process (not a resume with nothing left to do)
+        summary["val"] = logged_scores(final, "val", datamodule.tag_names)
+
+    if cfg.get("test") and sizes["test_clips"] > 0 and not trainer.fast_dev_run:
+        (tested,) = trainer.test(model, datamodule=datamodule, ckpt_path=checkpoints["best"])
+        summary["test"] = {
+            **logged_scores(tested, "test", datamodule.tag_names),
+            "checkpoint": checkpoints["best"] or "final weights",
+        }
+
+    summary.update(
+        checkpoints=checkpoints,
+        run_dir=cfg.paths.output_dir,
+        wall_time_s=round(time.time() - started, 2),
+        config=run_config,
+    )
+    if trainer.is_global_zero:  # under DDP, one process writes the run's files
+        write_json(Path(cfg.paths.output_dir) / "metrics.json", summary)
+    return summary
+
+
+def _record_end(cfg: DictConfig, record: dict[str, Any]) -> None:
+    """Write ``metrics.json`` for a run that did not complete (``status`` failed or
+    interrupted), for reports and sweeps; a file that cannot be written is logged."""
+    if rank_zero_only.rank != 0:
+        return
+    try:
+        config = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # the failure may be in the config itself
+        config = OmegaConf.to_container(cfg, resolve=False)
+    try:
+        write_json(Path(cfg.paths.output_dir) / "metrics.json", {**record, "config": config})
+    except OutputError as error:
+        log.error("%s", error)
+
+
+def record_failure(cfg: DictConfig, error: Exception) -> str:
+    """Record a failed run (``status: failed``) in its ``metrics.json``; return the reason in
+    one sentence (for a diverged run, with where its last good checkpoint is)."""
+    config_error = find_config_error(error)
+    if config_error is not None:
+        reason = str(config_error)
+    elif not isinstance(error, FloatingPointError):
+        reason = f"{type(error).__name__}: {error}"
+    else:
+        last = Path(cfg.paths.checkpoint_dir) / "last.ckpt"
+        kept = f"last good checkpoint: {last}" if last.is_file() else "no checkpoint yet"
+        reason = f"{error}; {kept}"
+    _record_end(cfg, {"status": "failed", "error": reason})
+    return reason
+
+
+def record_interruption(cfg: DictConfig, stop: RunInterrupted) -> Path | None:
+    """Record a run stopped by a signal (``status: interrupted``) in its ``metrics.json``;
+    return the checkpoint it can resume from (None when there is none yet)."""
+    resume = stop.checkpoint or Path(cfg.paths.checkpoint_dir) / "last.ckpt"
+    resumable = resume if resume.is_file() else None
+    _record_end(cfg, {
+        "status": "interrupted",
+        "signal": stop.signal_name,
+        "error": str(stop),
+        "epochs": stop.epoch,
+        "global_step": stop.global_step,
+        "checkpoints": {"last": str(resumable) if resumable else None},
+    })  # fmt: skip
+    return resumable
