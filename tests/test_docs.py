@@ -25,11 +25,18 @@ NOT_PROJECT = {".git", ".venv", "outputs", "__pycache__", ".pytest_cache", ".ruf
 
 
 def published_tables() -> dict[str, dict]:
-    """The figure tables of tagger/published.py: its upper-case dict constants."""
+    """The figure tables of tagger/published.py: its upper-case dicts of numbers (or tuples
+    of numbers); ``NETWORKS``, which maps class paths to names, holds no figure."""
+
+    def is_figure(value: object) -> bool:
+        return isinstance(value, float) or (
+            isinstance(value, tuple) and all(isinstance(v, float) for v in value)
+        )
+
     return {
         name: value
         for name, value in vars(tagger.published).items()
-        if name.isupper() and isinstance(value, dict)
+        if name.isupper() and isinstance(value, dict) and all(map(is_figure, value.values()))
     }
 
 
