@@ -13,9 +13,11 @@ from tagger.config import (
     ConfigError,
     bounded_dirname,
     check_group_choices,
+    find_config_error,
     quote_path_values,
     scaled_lr,
 )
+from tagger.module import build_module
 from tests.conftest import REPO_ROOT, compose_config
 
 
@@ -130,3 +132,31 @@ def test_a_sample_level_model_s_window_yields_to_the_command_line(tmp_path) -> N
     cfg = compose_config("train", tmp_path, ["model=rese2", "data=coursework", "data.n_subclips=5"])
     assert (cfg.data.subclip_len, cfg.data.n_subclips, cfg.data.sample_rate) == (59049, 5, 12000)
     assert cfg.data.val_parts == ["c"]  # the coursework's own setting, not the base's null
+
+
+@pytest.mark.parametrize("scheduler", ["cosine", "step"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_optimizer_and_scheduler_configs_are_factories_the_module_calls(
+    tmp_path, optimizer, scheduler
+) -> None:
+    cfg = compose_config("train", tmp_path, [f"optimizer={optimizer}", f"scheduler={scheduler}",
+                                             "data.batch_size=40"])  # fmt: skip
+    module = build_module(cfg, ["a", "b"])
+    assert module.hparams.optimizer["_partial_"] is True  # stored as plain data, weights-only
+    assert isinstance(module.hparams.optimizer, dict) and isinstance(module.hparams.scheduler, dict)
+    configured = module.configure_optimizers()
+    built, schedule = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    assert type(built).__name__.lower() == optimizer and schedule.optimizer is built
+    assert built.param_groups[0]["lr"] == pytest.approx(cfg.optimizer.lr)  # ${scaled_lr:...}
+    assert built.param_groups[0]["params"] == list(module.parameters())
+    assert type(schedule).__module__ == "torch.optim.lr_scheduler"
+
+
+def test_an_optimizer_config_that_is_not_a_factory_is_refused_in_one_line(tmp_path) -> None:
+    cfg = compose_config("train", tmp_path, ["~optimizer._partial_"])
+    with pytest.raises(Exception) as raised:  # Hydra's instantiate wraps it; train.py unwraps
+        build_module(cfg, ["a"])
+    assert str(find_config_error(raised.value)) == (
+        "the optimizer config of 'torch.optim.SGD' must be a factory: "
+        "add `_partial_: true` to it, as in conf/optimizer/*.yaml"
+    )
