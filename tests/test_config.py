@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from tagger.config import (
@@ -160,3 +162,30 @@ def test_an_optimizer_config_that_is_not_a_factory_is_refused_in_one_line(tmp_pa
         "the optimizer config of 'torch.optim.SGD' must be a factory: "
         "add `_partial_: true` to it, as in conf/optimizer/*.yaml"
     )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "geometry"),
+    [
+        ([], (256, 256)),
+        (["stride=512"], (512, 512)),  # the length follows the stride
+        (["length=1024", "stride=512"], (1024, 512)),
+        (["conv.length=1024"], (1024, 256)),
+        (["conv.stride=512"], (512, 512)),  # here too
+        (["conv.length=1024", "conv.stride=512"], (1024, 512)),
+    ],
+)
+@pytest.mark.parametrize("model", ["baseline", "wide", "hybrid", "spectrogram"])
+def test_one_name_for_the_first_layer_from_the_command_line_to_the_network(
+    tmp_path, model, overrides, geometry
+) -> None:
+    cfg = compose_config("train", tmp_path, [f"model={model}", *overrides])
+    assert (cfg.conv.length, cfg.conv.stride) == geometry
+    assert (cfg.model.net.conv_length, cfg.model.net.conv_stride) == geometry
+    net = instantiate(cfg.model.net, num_tags=3)
+    if model == "spectrogram":  # frame length and hop: the same hyperparameters
+        built = (net.front_end.window_length, net.front_end.hop_length)
+    else:
+        first = next(m for m in net.modules() if isinstance(m, torch.nn.Conv1d))
+        built = (first.kernel_size[0], first.stride[0])
+    assert built == geometry
