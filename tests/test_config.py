@@ -189,3 +189,21 @@ def test_one_name_for_the_first_layer_from_the_command_line_to_the_network(
         first = next(m for m in net.modules() if isinstance(m, torch.nn.Conv1d))
         built = (first.kernel_size[0], first.stride[0])
     assert built == geometry
+
+
+def test_one_callback_writes_last_ckpt_at_epochs_and_every_n_steps(tmp_path) -> None:
+    overrides = ["callbacks.step_checkpoint.every_n_train_steps=3"]  # the README's override
+    cfg = compose_config("train", tmp_path, overrides)
+    checkpoints = [instantiate(node) for node in cfg.callbacks.values()
+                   if "Checkpoint" in node._target_]  # fmt: skip
+    writers = [c for c in checkpoints if c.save_last or c.filename == "last"]
+    assert [type(c).__name__ for c in writers] == ["LastCheckpoint"]
+    assert writers[0].every_n_train_steps == 3 and writers[0].every_n_epochs == 1
+    (best,) = [c for c in checkpoints if c not in writers]
+    assert (best.monitor, best.filename) == ("val/auc", "epoch{epoch:03d}-auc{val/auc:.4f}")
+    bad = compose_config("train", tmp_path, ["callbacks.step_checkpoint.every_n_train_steps=-1"])
+    with pytest.raises(Exception) as raised:
+        instantiate(bad.callbacks.step_checkpoint)
+    assert "every_n_train_steps must be a whole number of steps >= 0" in str(
+        find_config_error(raised.value)
+    )
