@@ -24,8 +24,12 @@ from tagger.errors import ConfigError
 class StepLog(Callback):
     """Logs ``train/loss`` and ``train/step_time`` (wall seconds) of every training step.
 
-    ``self.log`` in ``training_step`` costs about a millisecond a call in Lightning's
-    bookkeeping (5 % of a Dieleman step on CPU). This keeps each step's loss as a tensor
+    ``self.log`` in ``training_step`` costs Lightning's bookkeeping at every call:
+    ``benchmarks/step_log_bench.py`` measured this callback about 2 ms a step faster than
+    one ``self.log("train/loss", on_step=True, on_epoch=True)`` (median of 8 alternating
+    rounds on 2 shared CPU cores: 5.7 vs 8.0 ms a step of ``baseline`` on batches of 2
+    short clips; noisy, but every round in its favour; ``benchmarks/README.md``), so it
+    is kept. It keeps each step's loss as a tensor
     and hands the values to the loggers every ``every_n_steps`` steps and at the end of
     each epoch, each under its own step number (optimizer steps before it: 0, 1, 2, ...).
     The epoch means go to the progress bar and ``trainer.callback_metrics`` (so
