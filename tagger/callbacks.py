@@ -13,16 +13,23 @@ from typing import Any
 
 import torch
 from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
+
+from tagger.errors import ConfigError
 
 
 class StepLog(Callback):
     """Logs ``train/loss`` and ``train/step_time`` (wall seconds) of every training step.
 
-    ``self.log`` in ``training_step`` costs about a millisecond a call in Lightning's
-    bookkeeping (5 % of a Dieleman step on CPU). This keeps each step's loss as a tensor
+    ``self.log`` in ``training_step`` costs Lightning's bookkeeping at every call:
+    ``benchmarks/step_log_bench.py`` measured this callback about 2 ms a step faster than
+    one ``self.log("train/loss", on_step=True, on_epoch=True)`` (median of 8 alternating
+    rounds on 2 shared CPU cores: 5.7 vs 8.0 ms a step of ``baseline`` on batches of 2
+    short clips; noisy, but every round in its favour; ``benchmarks/README.md``), so it
+    is kept. It keeps each step's loss as a tensor
     and hands the values to the loggers every ``every_n_steps`` steps and at the end of
     each epoch, each under its own step number (optimizer steps before it: 0, 1, 2, ...).
     The epoch means go to the progress bar and ``trainer.callback_metrics`` (so
@@ -101,6 +108,38 @@ def _stacked(losses: list[Tensor]) -> Tensor:
     """Scalar losses [n] on the device of the newest (those from a checkpoint are on CPU)."""
     device = losses[-1].device
     return torch.stack([loss.to(device) for loss in losses])
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """The run's resumable ``last.ckpt`` in ``dirpath``, and its one writer: rewritten at the
+    end of every training epoch (after the epoch's validation) and, with
+    ``every_n_train_steps=N``, after every N-th training step as well (0: at epochs' ends only).
+
+    Lightning's ``ModelCheckpoint`` takes one trigger; this is one with two. A step save on
+    an epoch's last batch is left to the epoch's end, which follows it at the same step.
+    """
+
+    def __init__(self, dirpath: str | Path, every_n_train_steps: int = 0) -> None:
+        whole = isinstance(every_n_train_steps, int) and not isinstance(every_n_train_steps, bool)
+        if not whole or every_n_train_steps < 0:
+            raise ConfigError(
+                "callbacks.step_checkpoint.every_n_train_steps must be a whole number of steps "
+                f">= 0 (0: none), not {every_n_train_steps!r}"
+            )
+        super().__init__(dirpath=dirpath, filename=self.CHECKPOINT_NAME_LAST, save_top_k=1,
+                         enable_version_counter=False)  # fmt: skip
+        self.every_n_train_steps = every_n_train_steps
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule,
+                           *args: Any) -> None:  # fmt: skip
+        every = self.every_n_train_steps
+        if (
+            every
+            and trainer.global_step % every == 0
+            and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+            and not self._should_skip_saving_checkpoint(trainer)
+        ):
+            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 class StoreRunConfig(Callback):

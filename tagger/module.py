@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,16 @@ def _plain(config: DictConfig | dict | None) -> dict | None:
     return None if config is None else dict(config)
 
 
+def _factory(config: dict, group: str) -> Callable[..., Any]:
+    """The factory a ``_partial_: true`` config of ``conf/<group>`` describes."""
+    if not config.get("_partial_"):
+        raise ConfigError(
+            f"the {group} config of {config.get('_target_')!r} must be a factory: "
+            f"add `_partial_: true` to it, as in conf/{group}/*.yaml"
+        )
+    return instantiate(config)
+
+
 def subclip_logits(net: nn.Module, audio: Tensor, input_scale: float) -> Tensor:
     """Raw clips [B, n, 1, T], float or int16, -> ``net``'s logits per sub-clip [B, n, K].
 
@@ -52,14 +63,18 @@ class TaggingModule(LightningModule):
     """Trains a sub-clip network on clips: logits per sub-clip, averaged per clip.
 
     Everything needed to rebuild the module is stored in its hyperparameters as plain
-    ``_target_`` dicts, so ``TaggingModule.load_from_checkpoint(path)`` alone restores it.
+    ``_target_`` dicts, so ``TaggingModule.load_from_checkpoint(path)`` alone restores it
+    (weights-only: a checkpoint holds plain data, never a factory object).
 
     Args:
         net: ``_target_`` config of an ``nn.Module`` mapping [N, 1, T] -> [N, num_tags];
             it receives ``num_tags=len(tag_names)``.
-        optimizer: ``_target_`` config of a ``torch.optim.Optimizer`` (``params`` is added).
+        optimizer: ``_partial_: true`` config of a ``torch.optim.Optimizer``
+            (``conf/optimizer``): a factory that ``configure_optimizers`` calls with the
+            module's parameters.
         tag_names: names of the tags, in label-column order.
-        scheduler: optional ``_target_`` config of an epoch-wise LR scheduler.
+        scheduler: optional ``_partial_: true`` config of an epoch-wise LR scheduler
+            (``conf/scheduler``), called with the optimizer.
         aggregation: ``mean_logits`` (average logits, then sigmoid) or ``mean_probs``.
         input_scale: raw samples are divided by this (32768 maps int16-scale audio to
             [-1, 1]; use 1 for audio that is already in [-1, 1]).
@@ -99,6 +114,11 @@ class TaggingModule(LightningModule):
         )
         self.tag_names = list(tag_names)
         self.net = instantiate(self.hparams.net, num_tags=len(self.tag_names))
+        # the optimizer and scheduler as factories, built from the plain configs in hparams
+        self.optimizer_factory = _factory(self.hparams.optimizer, "optimizer")
+        self.scheduler_factory: Callable[..., Any] | None = None
+        if self.hparams.scheduler is not None:
+            self.scheduler_factory = _factory(self.hparams.scheduler, "scheduler")
         self.train_scores = EpochTagScores(len(self.tag_names))
         self.val_scores = EpochTagScores(len(self.tag_names))
         self.test_scores = EpochTagScores(len(self.tag_names))
@@ -221,10 +241,10 @@ class TaggingModule(LightningModule):
         self._log_epoch_scores("test", per_tag=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = instantiate(self.hparams.optimizer, params=self.parameters())
-        if self.hparams.scheduler is None:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
             return {"optimizer": optimizer}
-        scheduler = instantiate(self.hparams.scheduler, optimizer=optimizer)
+        scheduler = self.scheduler_factory(optimizer)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},

@@ -7,10 +7,13 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from tagger.cli.hydra_setup import bounded_dirname, check_group_choices, quote_path_values
-from tagger.errors import ConfigError
+from tagger.errors import ConfigError, find_config_error
+from tagger.module import build_module
 from tagger.optim import scaled_lr
 from tests.conftest import REPO_ROOT, compose_config
 
@@ -126,3 +129,76 @@ def test_a_sample_level_model_s_window_yields_to_the_command_line(tmp_path) -> N
     cfg = compose_config("train", tmp_path, ["model=rese2", "data=coursework", "data.n_subclips=5"])
     assert (cfg.data.subclip_len, cfg.data.n_subclips, cfg.data.sample_rate) == (59049, 5, 12000)
     assert cfg.data.val_parts == ["c"]  # the coursework's own setting, not the base's null
+
+
+@pytest.mark.parametrize("scheduler", ["cosine", "step"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_optimizer_and_scheduler_configs_are_factories_the_module_calls(
+    tmp_path, optimizer, scheduler
+) -> None:
+    cfg = compose_config("train", tmp_path, [f"optimizer={optimizer}", f"scheduler={scheduler}",
+                                             "data.batch_size=40"])  # fmt: skip
+    module = build_module(cfg, ["a", "b"])
+    assert module.hparams.optimizer["_partial_"] is True  # stored as plain data, weights-only
+    assert isinstance(module.hparams.optimizer, dict) and isinstance(module.hparams.scheduler, dict)
+    configured = module.configure_optimizers()
+    built, schedule = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    assert type(built).__name__.lower() == optimizer and schedule.optimizer is built
+    assert built.param_groups[0]["lr"] == pytest.approx(cfg.optimizer.lr)  # ${scaled_lr:...}
+    assert built.param_groups[0]["params"] == list(module.parameters())
+    assert type(schedule).__module__ == "torch.optim.lr_scheduler"
+
+
+def test_an_optimizer_config_that_is_not_a_factory_is_refused_in_one_line(tmp_path) -> None:
+    cfg = compose_config("train", tmp_path, ["~optimizer._partial_"])
+    with pytest.raises(Exception) as raised:  # Hydra's instantiate wraps it; train.py unwraps
+        build_module(cfg, ["a"])
+    assert str(find_config_error(raised.value)) == (
+        "the optimizer config of 'torch.optim.SGD' must be a factory: "
+        "add `_partial_: true` to it, as in conf/optimizer/*.yaml"
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "geometry"),
+    [
+        ([], (256, 256)),
+        (["stride=512"], (512, 512)),  # the length follows the stride
+        (["length=1024", "stride=512"], (1024, 512)),
+        (["conv.length=1024"], (1024, 256)),
+        (["conv.stride=512"], (512, 512)),  # here too
+        (["conv.length=1024", "conv.stride=512"], (1024, 512)),
+    ],
+)
+@pytest.mark.parametrize("model", ["baseline", "wide", "hybrid", "spectrogram"])
+def test_one_name_for_the_first_layer_from_the_command_line_to_the_network(
+    tmp_path, model, overrides, geometry
+) -> None:
+    cfg = compose_config("train", tmp_path, [f"model={model}", *overrides])
+    assert (cfg.conv.length, cfg.conv.stride) == geometry
+    assert (cfg.model.net.conv_length, cfg.model.net.conv_stride) == geometry
+    net = instantiate(cfg.model.net, num_tags=3)
+    if model == "spectrogram":  # frame length and hop: the same hyperparameters
+        built = (net.front_end.window_length, net.front_end.hop_length)
+    else:
+        first = next(m for m in net.modules() if isinstance(m, torch.nn.Conv1d))
+        built = (first.kernel_size[0], first.stride[0])
+    assert built == geometry
+
+
+def test_one_callback_writes_last_ckpt_at_epochs_and_every_n_steps(tmp_path) -> None:
+    overrides = ["callbacks.step_checkpoint.every_n_train_steps=3"]  # the README's override
+    cfg = compose_config("train", tmp_path, overrides)
+    checkpoints = [instantiate(node) for node in cfg.callbacks.values()
+                   if "Checkpoint" in node._target_]  # fmt: skip
+    writers = [c for c in checkpoints if c.save_last or c.filename == "last"]
+    assert [type(c).__name__ for c in writers] == ["LastCheckpoint"]
+    assert writers[0].every_n_train_steps == 3 and writers[0].every_n_epochs == 1
+    (best,) = [c for c in checkpoints if c not in writers]
+    assert (best.monitor, best.filename) == ("val/auc", "epoch{epoch:03d}-auc{val/auc:.4f}")
+    bad = compose_config("train", tmp_path, ["callbacks.step_checkpoint.every_n_train_steps=-1"])
+    with pytest.raises(Exception) as raised:
+        instantiate(bad.callbacks.step_checkpoint)
+    assert "every_n_train_steps must be a whole number of steps >= 0" in str(
+        find_config_error(raised.value)
+    )

@@ -43,7 +43,7 @@ def test_odd_length_that_pooling_does_not_divide() -> None:
 def test_module_takes_coursework_batches_and_scores_each_subclip() -> None:
     module = TaggingModule(
         net={"_target_": "tagger.models.dieleman.DielemanCNN", "subclip_len": 34950},
-        optimizer={"_target_": "torch.optim.SGD", "lr": 0.1},
+        optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1},
         tag_names=[f"tag{i}" for i in range(50)],
     )
     batch = torch.randint(-32768, 32767, (2, 10, 1, 34950)).float()  # int16 scale

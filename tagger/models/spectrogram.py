@@ -1,9 +1,11 @@
 """Dieleman & Schrauwen's (2014) comparison model: the strided convolution of the
 raw-audio model replaced by a log-compressed mel spectrogram, computed on the fly.
 
-Frames match the raw-audio model's first layer (window = its filter length L, hop =
-its stride S), so one sweep over ``model=baseline,spectrogram`` fills both columns of
-the paper's Table 1. The layers after the front end are the raw-audio model's.
+Frames match the raw-audio model's first layer: the frame (window) length is its filter
+length L and the hop its stride S, the same hyperparameters under the same names
+(``conv_length``, ``conv_stride``; ``conv.length``, ``conv.stride`` in the configs), so one
+sweep over ``model=baseline,spectrogram`` fills both columns of the paper's Table 1. The
+layers after the front end are the raw-audio model's.
 
     input            [N, 1, T]          raw samples in [-1, 1]
     STFT             [N, L // 2 + 1, F] |DFT| of Hann-windowed frames, no padding,
@@ -110,8 +112,8 @@ class SpectrogramCNN(nn.Module):
         num_tags: number of output logits.
         subclip_len: samples per sub-clip T; fixes the first dense layer's width.
         sample_rate: of the audio, in Hz (places the mel bands).
-        window_length: STFT window L, in samples (``conv.length`` in the configs).
-        hop_length: STFT hop S, in samples; at most L (``conv.stride``).
+        conv_length: frame length L (the STFT's Hann window and FFT size), in samples.
+        conv_stride: hop S between frames, in samples; at most L.
         n_mels: number of mel bands (the front end's channels).
         log_c: C of the log(1 + C·x) compression.
         filters: output channels of the two length-8 convs.
@@ -126,8 +128,8 @@ class SpectrogramCNN(nn.Module):
         num_tags: int = 50,
         subclip_len: int = 34950,
         sample_rate: int = 12000,
-        window_length: int = 256,
-        hop_length: int = 256,
+        conv_length: int = 256,
+        conv_stride: int = 256,
         n_mels: int = 128,
         log_c: float = 10000.0,
         filters: Sequence[int] = (32, 32),
@@ -137,14 +139,14 @@ class SpectrogramCNN(nn.Module):
         batch_norm: bool = True,
     ) -> None:
         super().__init__()
-        pooled = pooled_frames(subclip_len, window_length, hop_length, pool_size)
+        pooled = pooled_frames(subclip_len, conv_length, conv_stride, pool_size)
         if n_mels < 1 or log_c <= 0:
             raise ConfigError(
                 f"model.net.n_mels ({n_mels}) and model.net.log_c ({log_c}) must be positive"
             )
         f2, f3 = filters
         self.dense_in = f3 * pooled
-        self.front_end = LogMelSpectrogram(sample_rate, window_length, hop_length, n_mels, log_c)
+        self.front_end = LogMelSpectrogram(sample_rate, conv_length, conv_stride, n_mels, log_c)
         self.features = nn.Sequential(
             nn.BatchNorm1d(n_mels) if batch_norm else nn.Identity(),  # [N, n_mels, F]
             *conv_pool_layers(n_mels, (f2, f3), kernel_size, pool_size, batch_norm),
