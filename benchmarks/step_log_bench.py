@@ -36,7 +36,7 @@ from hydra.utils import instantiate
 from lightning import Callback
 from torch import Tensor
 
-from tagger.config import compose_run_config
+from tagger.cli.hydra_setup import compose_run_config
 from tagger.module import TaggingModule, build_module
 
 WARMUP = 20  # steps left out of each run's median
