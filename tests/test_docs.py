@@ -5,6 +5,7 @@ points outside the repository."""
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -113,11 +114,27 @@ def test_mtat_md_lists_the_columns_and_tag_sets_tagger_uses() -> None:
         assert layout in markdown
 
 
+def project_files() -> list[Path]:
+    """The project's files: what git tracks or would track (build outputs such as
+    ``*.egg-info`` are ignored), or every file outside ``NOT_PROJECT`` without git."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO_ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    if listed.returncode == 0:
+        return [REPO_ROOT / name for name in listed.stdout.splitlines()]
+    return [
+        path
+        for path in REPO_ROOT.rglob("*")
+        if not set(path.relative_to(REPO_ROOT).parts) & NOT_PROJECT
+        and not any(part.endswith(".egg-info") for part in path.relative_to(REPO_ROOT).parts)
+    ]
+
+
 def project_text_files() -> list[Path]:
     files = []
-    for path in REPO_ROOT.rglob("*"):
-        parts = set(path.relative_to(REPO_ROOT).parts)
-        if path.is_file() and not parts & NOT_PROJECT and not path.name.endswith(".egg-info"):
+    for path in project_files():
+        if path.is_file():
             try:
                 path.read_text(encoding="utf-8")
             except UnicodeDecodeError:
