@@ -22,11 +22,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from tagger.callbacks import RunInterrupted, StopOnSignal, StoreRunConfig
 from tagger.checkpoint_io import read_checkpoint
-from tagger.checks import check_settings, lightning_max_epochs
 from tagger.data.datamodule import ClipDataModule
 from tagger.errors import ConfigError, find_config_error
 from tagger.module import build_module
 from tagger.run_files import OutputError, write_json
+from tagger.settings import check_settings, lightning_max_epochs
 
 log = logging.getLogger(__name__)
 
