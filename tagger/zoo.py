@@ -6,9 +6,9 @@ network instantiated for the data's tags. Parameters are counted on the network.
 Multiply-adds are counted by ``torch.utils.flop_counter.FlopCounterMode`` during one
 forward pass over one window, in eval mode, as FLOPs / 2: every convolution and matrix
 product (``Conv1d``, ``Linear``, the mel filterbank). PyTorch has no formula for the FFT;
-``FFT_FORMULAS`` gives it one. Elementwise work (the STFT's window, BatchNorm, ReLU,
-pooling, SE scaling) is left out. Multiply-adds per second of audio = per window x
-sample rate / window length.
+``FFT_FORMULAS`` gives the STFT's one: its window multiply plus the FFT. Other elementwise
+work (BatchNorm, ReLU, pooling, SE scaling) is left out. Multiply-adds per second of
+audio = per window x sample rate / window length.
 """
 
 from __future__ import annotations
@@ -44,11 +44,12 @@ def paper_of(name: str) -> str:
 def _real_fft_flops(
     input_shape: torch.Size, dim: Sequence[int], *args: object, out_shape: torch.Size
 ) -> int:
-    """FLOPs of ``aten._fft_r2c`` (the FFT inside ``torch.stft``): a real FFT of size n
-    counts as n·log2(n) multiply-adds (rounded), 2 FLOPs each, once per transform."""
+    """FLOPs of ``aten._fft_r2c``, the FFT inside ``torch.stft`` (tagger's only FFT): each
+    windowed frame of n samples counts n multiplications for its window plus n·log2(n)
+    multiply-adds for the real FFT (rounded), 2 FLOPs each, once per transform."""
     n = math.prod(input_shape[d] for d in dim)
     transforms = math.prod(input_shape) // n
-    return 2 * transforms * round(n * math.log2(n))
+    return 2 * transforms * (n + round(n * math.log2(n)))
 
 
 #: Formulas for ops ``FlopCounterMode`` does not count by itself (op -> FLOPs from shapes).

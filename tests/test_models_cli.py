@@ -26,7 +26,7 @@ def test_multiply_adds_of_conv_and_dense_layers_by_hand() -> None:
 def test_multiply_adds_of_the_mel_front_end() -> None:
     front_end = LogMelSpectrogram(12000, 256, 128, n_mels=40, log_c=1.0)
     frames = (1024 - 256) // 128 + 1
-    per_frame = 256 * math.log2(256) + 40 * 129  # FFT, filterbank (the window is elementwise)
+    per_frame = 256 + 256 * math.log2(256) + 40 * 129  # window, FFT, filterbank
     assert count_multiply_adds(front_end, 1024) == frames * per_frame
 
 
