@@ -322,6 +322,22 @@ def test_a_version_1_store_reads_as_before(tmp_path: Path) -> None:
     assert len(list(sampler)) == 12
 
 
+def test_every_window_of_clips_of_one_length_batches_as_usual(tmp_path: Path) -> None:
+    audio = write_v1_store(tmp_path / "v1")
+    args = {"sample_rate": RATE, "n_subclips": 1, "subclip_len": 4000, "batch_size": 5}
+    host = StoreDataModule(str(tmp_path / "v1"), eval_windows="all", **args)
+    device = StoreDataModule(str(tmp_path / "v1"), eval_windows="all", on_device=True, **args)
+    expected, got = list(host.loader("test")), list(device.loader("test"))
+    assert len(got) == 1 and got[0]["audio"].shape == (2, 2, 1, 4000)  # 9600 // 4000 windows
+    assert torch.equal(expected[0]["audio"], got[0]["audio"])
+    np.testing.assert_array_equal(got[0]["audio"][1].numpy().ravel(), audio[11, :8000])
+    assert next(iter(host.loader("val")))["audio"].shape == (2, 2, 1, 4000)
+    spread = StoreDataModule(str(tmp_path / "v1"), **args)
+    assert next(iter(spread.loader("val")))["audio"].shape == (2, 1, 1, 4000)
+    with pytest.raises(ConfigError, match=r"data\.eval_windows=some; choose one of: spread, all"):
+        StoreDataModule(str(tmp_path / "v1"), eval_windows="some", **args)
+
+
 @pytest.mark.slow
 def test_a_version_1_store_trains(tmp_path: Path) -> None:
     write_v1_store(tmp_path / "v1")
