@@ -267,7 +267,9 @@ def test_loaders_and_on_device_batches_agree_on_tracks(track_store) -> None:
     assert [b["audio"].shape[1] for b in val] == np.maximum(lengths // 6000, 1).tolist()
 
 
-def test_check_and_the_config_read_a_store_of_tracks(track_store, tmp_path: Path) -> None:
+def test_check_and_the_config_read_a_store_of_tracks(
+    track_store, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     _, store = track_store
     cfg = compose_config("train", tmp_path / "run", ["data=store", f"data.path={store.path}"])
     assert cfg.data.subclip_len == 3 * RATE  # the default window of a store of tracks
@@ -276,6 +278,13 @@ def test_check_and_the_config_read_a_store_of_tracks(track_store, tmp_path: Path
                              batch_size=2)  # fmt: skip
     assert check_data(module, workers=2) == []
     assert module.describe()["track_samples"] == store.meta["track_samples"]
+    with caplog.at_level("WARNING", logger="tagger.data.datamodule"):
+        module.setup()
+        module.setup()  # once
+    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
+        "1 of 5 train tracks are shorter than one window", "1 of 2 test tracks are shorter "
+        "than one window",
+    ]  # fmt: skip
 
 
 def write_v1_store(out: Path, n_clips: int = 12, clip_samples: int = 9600) -> np.ndarray:

@@ -37,9 +37,8 @@ class ClipDataset(Dataset):
     Item ``i`` is a dict:
         ``audio``  [n_subclips, 1, subclip_len]: the first n_subclips * subclip_len samples
                    of clip i (or its spread windows) on the source's own scale (int16 scale
-                   for MTAT): int16 when
-                   stored as int16 (half the bytes to copy; the model converts a whole
-                   batch at once), else float32;
+                   for MTAT): int16 when stored as int16 (half the bytes to copy; the model
+                   converts a whole batch at once), else float32;
         ``labels`` float32 [num_tags], 0/1;
         ``index``  int, the row of the clip (for ``clip_ids``).
     A ``DataLoader`` reads whole batches through ``__getitems__``: one ``read`` of the
