@@ -53,10 +53,10 @@ def test_split_files_are_read_as_written(jamendo: Jamendo) -> None:
 
 
 def test_plan_follows_the_tsvs(jamendo: Jamendo) -> None:
-    plan = jamendo_plan(jamendo.audio, jamendo.splits, 16000, "top50tags", 0, max_seconds=2.5)
+    plan = jamendo_plan(jamendo.audio, jamendo.splits, 16000, "top50tags", 0, 2.5, 1.0)
     expected = expected_store(jamendo, "top50tags", 0)
     assert plan.tag_names == expected["tags"] and len(plan.tag_names) == 7
-    assert plan.clip_samples is None and plan.max_samples == 40_000
+    assert plan.clip_samples is None and (plan.max_samples, plan.min_samples) == (40_000, 16_000)
     listed = [(split, *row) for split, rows in expected["rows"].items() for row in rows]
     assert [(c.split, c.clip_id, c.source_path) for c in plan.clips] == [r[:3] for r in listed]
     for clip, (_, _, path, tags) in zip(plan.clips, listed, strict=True):

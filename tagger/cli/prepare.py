@@ -4,10 +4,11 @@
                         [--tags top50|merged50|FILE]
                         [--split dieleman|coursework|clean:DIR|pons:DIR]
     tagger prepare folder --root DIR --labels FILE --out STORE
-                          [--sample-rate HZ] [--clip-seconds S]
+                          [--sample-rate HZ] [--clip-seconds S|none]
+                          [--max-seconds S] [--min-seconds S]   (with --clip-seconds none)
     tagger prepare jamendo --audio DIR --splits DIR --out STORE [--sample-rate HZ]
                            [--subset top50tags|genre|instrument|moodtheme|all]
-                           [--split-index 0-4] [--max-seconds S]
+                           [--split-index 0-4] [--max-seconds S] [--min-seconds S]
     (all: [--workers N] [--restart] [--truncated keep|skip])
 
 Then train with ``python train.py data=store data.path=STORE``. See docs/data.md.
@@ -28,8 +29,18 @@ from tagger.data.build import available_cores, build_store
 from tagger.data.folder import folder_plan
 from tagger.data.jamendo import SUBSETS, jamendo_plan
 from tagger.data.mtat import mtat_plan
-from tagger.data.store import META_FILE, TRUNCATED_POLICIES, StorePlan
+from tagger.data.store import DEFAULT_MIN_SECONDS, META_FILE, TRUNCATED_POLICIES, StorePlan
 from tagger.errors import ConfigError
+
+
+def seconds_or_none(value: str) -> float | None:
+    """``--clip-seconds``: a number of seconds, or ``none`` (keep each file whole)."""
+    if value.lower() == "none":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is neither seconds nor none") from None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -72,7 +83,26 @@ def parser() -> argparse.ArgumentParser:
     folder = sources.add_parser("folder", help="any folder of audio with a labels CSV")
     common(folder, 16000)
     folder.add_argument("--labels", type=Path, required=True, help="CSV of path,tags[,split]")
-    folder.add_argument("--clip-seconds", type=float, default=29.125, help="clip length, s")
+    folder.add_argument(
+        "--clip-seconds",
+        type=seconds_or_none,
+        default=29.125,
+        help="clip length, s (cropped or zero-padded); none keeps each file whole, at its own "
+        "length (a version 2 store)",
+    )
+    folder.add_argument(
+        "--max-seconds",
+        type=float,
+        default=None,
+        help="with --clip-seconds none: keep the middle S seconds of longer files",
+    )
+    folder.add_argument(
+        "--min-seconds",
+        type=float,
+        default=None,
+        help="with --clip-seconds none: zero-pad shorter files to S seconds (listed in "
+        f"meta.json); default {DEFAULT_MIN_SECONDS:g}",
+    )
     folder.add_argument("--val-fraction", type=float, default=0.1, help="without a split column")
     folder.add_argument("--test-fraction", type=float, default=0.1, help="without a split column")
     folder.add_argument("--seed", type=int, default=0, help="seed of the split")
@@ -90,6 +120,12 @@ def parser() -> argparse.ArgumentParser:
     jamendo.add_argument(
         "--max-seconds", type=float, default=None, help="keep the middle S s of longer tracks"
     )
+    jamendo.add_argument(
+        "--min-seconds",
+        type=float,
+        default=None,
+        help=f"zero-pad shorter tracks to S s (listed); default {DEFAULT_MIN_SECONDS:g}",
+    )
     return main
 
 
@@ -104,6 +140,7 @@ def plan_from(args: argparse.Namespace) -> StorePlan:
             args.subset,
             args.split_index,
             args.max_seconds,
+            args.min_seconds,
         )
     else:
         plan = folder_plan(
@@ -114,6 +151,8 @@ def plan_from(args: argparse.Namespace) -> StorePlan:
             args.val_fraction,
             args.test_fraction,
             args.seed,
+            args.max_seconds,
+            args.min_seconds,
         )
     plan.truncated = args.truncated
     return plan
@@ -142,8 +181,15 @@ def run(args: argparse.Namespace) -> Path:
             print(f"dropped {count} clip(s): {reason.replace('_', ' ')}")
     for skip in meta["skipped"]:
         print(f"skipped {skip['path']}: {skip['reason']}")
+    how = "zero-padded" if meta["clip_samples"] else "as decoded"
     for kept in meta["truncated"]:
-        print(f"kept {kept['path']}, zero-padded: {kept['reason']} (--truncated skip drops it)")
+        print(f"kept {kept['path']}, {how}: {kept['reason']} (--truncated skip drops it)")
+    padded = meta.get("padded")  # a store of whole tracks (format version 2)
+    if padded and padded["count"]:
+        print(
+            f"zero-padded {padded['count']} track(s) shorter than {meta['min_samples']} samples "
+            "to that length (listed under padded in meta.json)"
+        )
     return out
 
 

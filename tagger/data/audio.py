@@ -1,4 +1,5 @@
-"""Decoding audio files to fixed-length mono int16 clips (soundfile to decode, soxr to resample).
+"""Decoding audio files to mono int16 clips of a fixed length, or whole tracks (soundfile to
+decode, soxr to resample).
 
 soundfile's libsndfile reads wav, flac, ogg and mp3 (libsndfile >= 1.1, as in the PyPI
 wheels). A file that cannot become a clip (missing, empty, undecodable, or holding NaN or
@@ -105,3 +106,20 @@ def decode_clip(path: Path, sample_rate: int, n_samples: int) -> tuple[np.ndarra
     ``read_audio``'s truncation note."""
     samples, truncated = read_audio(path, sample_rate)
     return to_int16(fit_length(samples, n_samples)), truncated
+
+
+def middle(samples: np.ndarray, max_samples: int | None) -> np.ndarray:
+    """The middle ``max_samples`` of ``samples`` (all of them when shorter, or with None)."""
+    if max_samples is None or len(samples) <= max_samples:
+        return samples
+    start = (len(samples) - max_samples) // 2
+    return samples[start : start + max_samples]
+
+
+def decode_track(
+    path: Path, sample_rate: int, max_samples: int | None = None
+) -> tuple[np.ndarray, str | None]:
+    """A store track (version 2): the whole file as int16 [its samples] at ``sample_rate``,
+    mono, or its middle ``max_samples``; and ``read_audio``'s truncation note."""
+    samples, truncated = read_audio(path, sample_rate)
+    return to_int16(middle(samples, max_samples)), truncated

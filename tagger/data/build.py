@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from tagger.data.audio import AudioError, decode_clip
+from tagger.data.audio import AudioError, decode_clip, decode_track
 from tagger.data.store import StorePlan, StoreWriter, drop_inherited_lock
 
 
@@ -22,14 +22,20 @@ def available_cores() -> int:
     return os.cpu_count() or 1
 
 
-#: A decoded file: (int16 clip [n_samples], truncation note or None), or (None, why not).
+#: A decoded file: (int16 clip [n_samples] or track [its samples], truncation note or None),
+#: or (None, why not).
 Decoded = tuple[np.ndarray | None, str | None]
 
 
-def decode_or_reason(path: Path, sample_rate: int, n_samples: int) -> Decoded:
-    """``decode_clip``: ``path`` as a store clip and its truncation note, or (None, the reason
-    the file cannot be a clip); runs in a worker process."""
+def decode_or_reason(
+    path: Path, sample_rate: int, n_samples: int | None, max_samples: int | None = None
+) -> Decoded:
+    """``decode_clip`` (``n_samples`` given) or ``decode_track`` (None: the whole file, or its
+    middle ``max_samples``): ``path`` as a store clip and its truncation note, or (None, the
+    reason the file cannot be a clip); runs in a worker process."""
     try:
+        if n_samples is None:
+            return decode_track(path, sample_rate, max_samples)
         return decode_clip(path, sample_rate, n_samples)
     except AudioError as error:
         return None, error.reason
@@ -41,6 +47,8 @@ def _decoded(
     """(first index, results) per chunk of plan clips from ``start``; with an executor, the
     next chunk decodes while the caller writes this one (two chunks in memory at most)."""
     args = (plan.sample_rate, plan.clip_samples)
+    if plan.clip_samples is None:
+        args += (plan.max_samples,)
 
     def submit(first: int) -> list[Future] | list[Decoded]:
         clips = plan.clips[first : first + chunk]

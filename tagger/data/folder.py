@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from tagger.data.splits import SPLIT_NAMES, seeded_split
-from tagger.data.store import StoreClip, StorePlan
+from tagger.data.store import DEFAULT_MIN_SECONDS, StoreClip, StorePlan
 from tagger.errors import ConfigError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
@@ -74,20 +74,50 @@ def check_paths(root: Path, labels: Path, rows: list[dict[str, str]]) -> None:
         raise ConfigError("\n".join(problems))
 
 
+def track_limits(
+    sample_rate: int, max_seconds: float | None, min_seconds: float | None
+) -> tuple[int | None, int | None]:
+    """``--max-seconds`` and ``--min-seconds`` of a store of whole tracks, checked, in samples
+    (None where not given)."""
+    if max_seconds is not None and max_seconds <= 0:
+        raise ConfigError(f"--max-seconds {max_seconds} must be positive")
+    if min_seconds is not None and min_seconds < 0:
+        raise ConfigError(f"--min-seconds {min_seconds} must be 0 or more")
+    min_samples = None if min_seconds is None else round(min_seconds * sample_rate)
+    max_samples = None if max_seconds is None else round(max_seconds * sample_rate)
+    shortest = round(DEFAULT_MIN_SECONDS * sample_rate) if min_samples is None else min_samples
+    if max_samples is not None and max_samples < shortest:
+        raise ConfigError(
+            f"--max-seconds {max_seconds} is shorter than --min-seconds "
+            f"{DEFAULT_MIN_SECONDS if min_seconds is None else min_seconds}; lower --min-seconds"
+        )
+    return max_samples, min_samples
+
+
 def folder_plan(
     root: Path,
     labels: Path,
     sample_rate: int,
-    clip_seconds: float,
+    clip_seconds: float | None,
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     seed: int = 0,
+    max_seconds: float | None = None,
+    min_seconds: float | None = None,
 ) -> StorePlan:
-    """The files listed in ``labels`` under ``root``, cropped or padded to ``clip_seconds``."""
+    """The files listed in ``labels`` under ``root``, cropped or padded to ``clip_seconds``;
+    or with ``clip_seconds`` None, each kept whole as a track of its own length (a version 2
+    store: its middle ``max_seconds`` when longer, zero-padded to ``min_seconds``, default
+    ``DEFAULT_MIN_SECONDS``, when shorter)."""
     if not root.is_dir():
         raise ConfigError(f"--root {root}: no such directory (expected a folder of audio files)")
-    if clip_seconds <= 0 or sample_rate <= 0:
+    if (clip_seconds is not None and clip_seconds <= 0) or sample_rate <= 0:
         raise ConfigError("--clip-seconds and --sample-rate must be positive")
+    if clip_seconds is not None and (max_seconds is not None or min_seconds is not None):
+        raise ConfigError(
+            "--max-seconds and --min-seconds are for whole tracks; add --clip-seconds none"
+        )
+    max_samples, min_samples = track_limits(sample_rate, max_seconds, min_seconds)
     rows = read_labels(labels)
     for line, row in enumerate(rows, start=2):
         if not row["path"] or not row["path"].lower().endswith(AUDIO_SUFFIXES):
@@ -123,4 +153,9 @@ def folder_plan(
         "split_rule": split_rule,
         "dropped": {},
     }
+    if clip_seconds is None:
+        return StorePlan(
+            clips, tag_names, sample_rate, None, meta,
+            max_samples=max_samples, min_samples=min_samples,
+        )  # fmt: skip
     return StorePlan(clips, tag_names, sample_rate, round(clip_seconds * sample_rate), meta)

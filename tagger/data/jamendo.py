@@ -9,8 +9,9 @@ line, and from the sixth field on one tag a field (``genre---rock``,
 
 Label columns are the tags of the three files, full names (``genre---rock``) in
 alphabetical order; the category of each (the part before ``---``) goes into meta.json
-as ``tag_categories``. Tracks are stored whole (``clip_samples=None``), or their middle
-``max_samples`` when longer.
+as ``tag_categories``. Tracks are stored whole (``clip_samples=None``, a version 2 store),
+or their middle ``max_samples`` when longer; shorter ones are zero-padded to
+``min_samples``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from tagger.data.folder import track_limits
 from tagger.data.store import StoreClip, StorePlan
 from tagger.errors import ConfigError
 from tagger.metrics import CATEGORY_SEPARATOR
@@ -111,9 +113,11 @@ def jamendo_plan(
     subset: str = "top50tags",
     split_index: int = 0,
     max_seconds: float | None = None,
+    min_seconds: float | None = None,
 ) -> StorePlan:
     """The tracks of ``subset``'s train/validation/test files of ``split-<split_index>``,
-    read from ``audio``: whole, or their middle ``max_seconds`` when longer.
+    read from ``audio``: whole, or their middle ``max_seconds`` when longer; shorter than
+    ``min_seconds``, zero-padded (see ``StorePlan``).
 
     Args:
         audio: the folder of the track folders ``00``-``99``.
@@ -122,6 +126,7 @@ def jamendo_plan(
         subset: a key of ``SUBSETS``.
         split_index: which of the five splits, 0-4.
         max_seconds: longest stored track, in seconds (None: whole tracks).
+        min_seconds: shortest stored track, in seconds (None: the store's default).
     """
     if subset not in SUBSETS:
         raise ConfigError(f"--subset {subset!r}: expected one of {', '.join(SUBSETS)}")
@@ -133,8 +138,9 @@ def jamendo_plan(
         raise ConfigError(
             f"--splits {splits}: no such directory (expected the folder with split-0 ... split-4)"
         )
-    if sample_rate <= 0 or (max_seconds is not None and max_seconds <= 0):
-        raise ConfigError("--sample-rate and --max-seconds must be positive")
+    if sample_rate <= 0:
+        raise ConfigError(f"--sample-rate {sample_rate} must be positive")
+    max_samples, min_samples = track_limits(sample_rate, max_seconds, min_seconds)
     per_split = {
         split: (split_file(splits, subset, split_index, split), [])
         for split in SPLIT_FILES
@@ -168,5 +174,6 @@ def jamendo_plan(
         "tag_categories": [tag.split(CATEGORY_SEPARATOR, 1)[0] for tag in tag_names],
         "dropped": {},
     }
-    max_samples = None if max_seconds is None else round(max_seconds * sample_rate)
-    return StorePlan(clips, tag_names, sample_rate, None, meta, max_samples=max_samples)
+    return StorePlan(
+        clips, tag_names, sample_rate, None, meta, max_samples=max_samples, min_samples=min_samples
+    )

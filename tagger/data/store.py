@@ -1,14 +1,21 @@
 """The clip store: one directory per prepared dataset, read by positioned reads.
 
-Layout (format version 1)::
+Layout (format version 1: clips of one length; version 2: tracks of any length)::
 
     STORE/
       meta.json    sample rate, clip length, source, tag set, split rule, counts per
                    split, dropped and skipped files (with reasons), format version
-      audio.bin    int16 [clips, clip_samples], little-endian, C order, int16 scale
-                   (np.memmap(STORE/audio.bin, "<i2", "r", shape=(clips, clip_samples)))
+      audio.bin    v1: int16 [clips, clip_samples], little-endian, C order, int16 scale
+                   (np.memmap(STORE/audio.bin, "<i2", "r", shape=(clips, clip_samples)));
+                   v2: int16, every track's samples back to back
+      offsets.npy  v2 only: int64 [tracks + 1]; track i is audio samples offsets[i]:offsets[i+1]
       labels.npy   uint8 [clips, tags], 0/1, columns in meta["tag_names"] order
-      clips.csv    clip_id,path,split: row i describes audio row i (path = source file)
+      clips.csv    clip_id,path,split: row i describes audio row (track) i (path = source file)
+
+A v2 store's meta.json has ``"clip_samples": null``, ``max_samples`` (longer files keep
+their middle ``max_samples``; null: whole), ``min_samples`` (shorter tracks are zero-padded
+to it), ``track_samples`` (min, max, mean, total of the stored lengths) and ``padded``
+(how many tracks were padded, and which, with their decoded lengths).
 
 ``StoreWriter`` builds ``STORE.partial/`` by appending clips and renames it to ``STORE``
 only when complete, so a directory named ``STORE`` is always a finished store. An
@@ -38,8 +45,14 @@ import numpy as np
 from tagger.data.sources import runs
 from tagger.errors import ConfigError
 
-FORMAT_VERSION = 1
+#: v1: clips of one length (``clip_samples``); v2: tracks of their own lengths (``offsets.npy``).
+FORMAT_VERSION, TRACKS_FORMAT_VERSION = 1, 2
 AUDIO_FILE, LABELS_FILE, CLIPS_FILE, META_FILE = "audio.bin", "labels.npy", "clips.csv", "meta.json"
+OFFSETS_FILE = "offsets.npy"
+#: Tracks of a v2 store shorter than this are zero-padded to it (``prepare --min-seconds``):
+#: longer than every window of the built-in configs (samplecnn's 59,049 samples are 4.9 s
+#: at 12 kHz). The reader zero-fills any window that still runs past a track's end.
+DEFAULT_MIN_SECONDS = 5.0
 AUDIO_DTYPE = np.dtype("<i2")
 _PLAN_FILE, _DONE_FILE = "plan.json", "done.jsonl"
 #: What may happen to a file that decodes shorter than its header says (``prepare --truncated``).
@@ -73,24 +86,51 @@ class StorePlan:
         clips: the source files, in the order their audio rows will have.
         tag_names: label columns.
         sample_rate: Hz of the stored audio.
-        clip_samples: samples per stored clip (every clip is cropped or padded to it).
+        clip_samples: samples per stored clip (every clip is cropped or padded to it: a
+            version 1 store), or None to keep every file whole as a track of its own length
+            (a version 2 store).
         meta: source-specific facts for ``meta.json`` (source, root, tag set, split rule,
             clips dropped before decoding and why).
         truncated: ``keep`` a file that decodes shorter than its header says (listed under
             ``truncated`` in ``meta.json``) or ``skip`` it (listed under ``skipped``).
+        max_samples: v2 only: longer files keep their middle ``max_samples`` (None: whole).
+        min_samples: v2 only: shorter tracks are zero-padded to it and listed under
+            ``padded`` in ``meta.json`` (None: ``DEFAULT_MIN_SECONDS`` at ``sample_rate``).
     """
 
     clips: list[StoreClip]
     tag_names: list[str]
     sample_rate: int
-    clip_samples: int
+    clip_samples: int | None
     meta: dict[str, Any] = field(default_factory=dict)
     truncated: str = "keep"
+    max_samples: int | None = None
+    min_samples: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.clip_samples is not None and (self.max_samples or self.min_samples):
+            raise ValueError("max_samples and min_samples are for tracks (clip_samples=None)")
+        if self.max_samples is not None and self.max_samples < self.pad_samples:
+            raise ValueError(f"max_samples {self.max_samples} < min_samples {self.pad_samples}")
+
+    @property
+    def version(self) -> int:
+        """The store format this plan writes: 1 (fixed-length clips) or 2 (tracks)."""
+        return FORMAT_VERSION if self.clip_samples is not None else TRACKS_FORMAT_VERSION
+
+    @property
+    def pad_samples(self) -> int:
+        """v2: the length shorter tracks are zero-padded to (``min_samples`` or its default)."""
+        if self.min_samples is not None:
+            return self.min_samples
+        return round(DEFAULT_MIN_SECONDS * self.sample_rate)
 
     def fingerprint(self) -> str:
         """A hash of what the store will hold; a resumed prepare must have the same one."""
         digest = hashlib.sha256()
-        head = [self.tag_names, self.sample_rate, self.clip_samples, FORMAT_VERSION, self.truncated]
+        head = [self.tag_names, self.sample_rate, self.clip_samples, self.version, self.truncated]
+        if self.version == TRACKS_FORMAT_VERSION:
+            head += [self.max_samples, self.pad_samples]
         digest.update(json.dumps(head).encode())
         for clip in self.clips:
             digest.update(f"{clip.clip_id}\0{clip.source_path}\0{clip.split}\0".encode())
@@ -188,12 +228,42 @@ class WriterLock:
             self.fd = None
 
 
+@dataclass
+class _Entry:
+    """One plan clip the writer has handled: ``skipped`` (the reason) or kept, with its
+    truncation note, and for a v2 store its stored ``samples`` and, when it was padded,
+    the ``decoded`` length it had before."""
+
+    index: int
+    skipped: str | None
+    truncated: str | None
+    samples: int | None = None
+    decoded: int | None = None
+
+    def line(self) -> str:
+        """The entry as one line of the writer's log."""
+        entry = {"i": self.index, "skipped": self.skipped, "truncated": self.truncated}
+        if self.samples is not None:
+            entry |= {"samples": self.samples, "decoded": self.decoded}
+        return json.dumps(entry) + "\n"
+
+    @classmethod
+    def parse(cls, line: str) -> _Entry:
+        entry = json.loads(line)
+        return cls(
+            entry["i"], entry["skipped"], entry.get("truncated"),
+            entry.get("samples"), entry.get("decoded"),
+        )  # fmt: skip
+
+
 class StoreWriter:
     """Appends decoded clips to ``OUT.partial/`` in plan order; ``finish`` renames it to ``OUT``.
 
     ``add`` buffers a clip (or the reason it was skipped); ``commit`` makes everything
-    added so far durable. Killed at any point, a writer started again with the same plan
-    continues after the last commit. The writer holds ``OUT``'s ``WriterLock`` from its
+    added so far durable. A v2 plan's tracks are logged with their lengths, so a resume
+    knows how many bytes of audio are committed (the offsets are written by ``finish``).
+    Killed at any point, a writer started again with the same plan continues after the last
+    commit. The writer holds ``OUT``'s ``WriterLock`` from its
     creation to ``finish`` or ``close``, so a second writer of ``OUT`` fails at once.
 
     Args:
@@ -206,10 +276,8 @@ class StoreWriter:
         self.out = out
         self.plan = plan
         self.partial = partial_dir(out)
-        self.row_bytes = plan.clip_samples * AUDIO_DTYPE.itemsize
-        # (plan index, skip reason or None, truncation note or None), committed
-        self.entries: list[tuple[int, str | None, str | None]] = []
-        self._pending: list[tuple[int, str | None, str | None]] = []
+        self.entries: list[_Entry] = []  # committed
+        self._pending: list[_Entry] = []
         self._audio: BinaryIO | None = None
         self._done: TextIO | None = None
         self._created = False
@@ -261,17 +329,19 @@ class StoreWriter:
         done_file = self.partial / _DONE_FILE
         text = done_file.read_text(encoding="utf-8")
         complete = text[: text.rfind("\n") + 1]  # a line cut by a kill is not committed
-        for line in complete.splitlines():
-            entry = json.loads(line)
-            self.entries.append((entry["i"], entry["skipped"], entry.get("truncated")))
-        kept = sum(reason is None for _, reason, _ in self.entries)
+        self.entries = [_Entry.parse(line) for line in complete.splitlines()]
+        kept = [entry for entry in self.entries if entry.skipped is None]
+        if self.plan.version == FORMAT_VERSION:
+            kept_bytes = len(kept) * self.plan.clip_samples * AUDIO_DTYPE.itemsize
+        else:
+            kept_bytes = sum(entry.samples for entry in kept) * AUDIO_DTYPE.itemsize
         audio_file = self.partial / AUDIO_FILE
-        if audio_file.stat().st_size < kept * self.row_bytes:
+        if audio_file.stat().st_size < kept_bytes:
             raise ConfigError(f"{audio_file} is shorter than its log says; delete {self.partial}")
         with open(done_file, "r+b") as f:
             f.truncate(len(complete.encode("utf-8")))
         with open(audio_file, "r+b") as f:
-            f.truncate(kept * self.row_bytes)  # drop clips written after the last commit
+            f.truncate(kept_bytes)  # drop clips written after the last commit
 
     def add(
         self,
@@ -280,25 +350,35 @@ class StoreWriter:
         skipped: str | None = None,
         truncated: str | None = None,
     ) -> None:
-        """Append plan clip ``index``: int16 [clip_samples] (with ``truncated``, the note that
-        its file decoded shorter than its header says), or None with the reason it failed."""
+        """Append plan clip ``index``: int16 [clip_samples], or for a v2 plan a track of any
+        length (zero-padded here to the plan's ``pad_samples``), with ``truncated``, the note
+        that its file decoded shorter than its header says; or None with the reason it failed."""
         if index != self.next_index + len(self._pending):
             raise ValueError(f"clips must be added in plan order; got {index}")
-        if clip is not None:
+        if clip is None:
+            self._pending.append(_Entry(index, skipped or "skipped", None))
+            return
+        if self.plan.version == FORMAT_VERSION:
             if clip.shape != (self.plan.clip_samples,):
                 raise ValueError(f"clip {index} has shape {clip.shape}")
-            self._audio.write(np.ascontiguousarray(clip, AUDIO_DTYPE).tobytes())
-            self._pending.append((index, None, truncated))
+            entry = _Entry(index, None, truncated)
         else:
-            self._pending.append((index, skipped or "skipped", None))
+            if clip.ndim != 1:
+                raise ValueError(f"track {index} has shape {clip.shape}")
+            short = self.plan.pad_samples - len(clip)
+            entry = _Entry(index, None, truncated, max(len(clip), self.plan.pad_samples))
+            if short > 0:
+                entry.decoded = len(clip)
+                clip = np.concatenate([clip, np.zeros(short, clip.dtype)])
+        self._audio.write(np.ascontiguousarray(clip, AUDIO_DTYPE).tobytes())
+        self._pending.append(entry)
 
     def commit(self) -> None:
         """Make every added clip durable: audio first, then the log that counts it."""
         self._audio.flush()
         os.fsync(self._audio.fileno())
-        for index, reason, truncated in self._pending:
-            entry = {"i": index, "skipped": reason, "truncated": truncated}
-            self._done.write(json.dumps(entry) + "\n")
+        for entry in self._pending:
+            self._done.write(entry.line())
         self._done.flush()
         os.fsync(self._done.fileno())
         self.entries.extend(self._pending)
@@ -316,6 +396,21 @@ class StoreWriter:
             shutil.rmtree(self.partial, ignore_errors=True)
         self.lock.release()
 
+    def _track_meta(self) -> dict[str, Any]:
+        """What meta.json says about a v2 store's tracks: their lengths and the padded ones."""
+        plan, kept = self.plan, [e for e in self.entries if e.skipped is None]
+        padded = [
+            {"path": plan.clips[e.index].source_path, "clip_id": plan.clips[e.index].clip_id,
+             "decoded_samples": e.decoded}
+            for e in kept if e.decoded is not None
+        ]  # fmt: skip
+        return {
+            "max_samples": plan.max_samples,
+            "min_samples": plan.pad_samples,
+            "track_samples": _track_stats([e.samples for e in kept]),
+            "padded": {"count": len(padded), "tracks": padded},
+        }
+
     def finish(self) -> Path:
         """Write labels, clip list and meta.json, then rename the directory to ``out``."""
         self.commit()
@@ -331,19 +426,20 @@ class StoreWriter:
                 for i, r in reasons
             ]
 
-        kept = [plan.clips[i] for i, reason, _ in self.entries if reason is None]
-        skipped = listed([(i, reason) for i, reason, _ in self.entries if reason is not None])
-        truncated = listed([(i, note) for i, _, note in self.entries if note])  # kept ones only
+        entries = self.entries
+        kept = [plan.clips[e.index] for e in entries if e.skipped is None]
+        skipped = listed([(e.index, e.skipped) for e in entries if e.skipped is not None])
+        truncated = listed([(e.index, e.truncated) for e in entries if e.truncated])  # kept only
         labels = np.zeros((len(kept), len(plan.tag_names)), np.uint8)
         for row, clip in enumerate(kept):
             labels[row] = clip.labels
         counts = Counter(clip.split for clip in kept)
         meta = {
-            "format_version": FORMAT_VERSION,
+            "format_version": plan.version,
             **plan.meta,
             "sample_rate": plan.sample_rate,
             "clip_samples": plan.clip_samples,
-            "clip_seconds": plan.clip_samples / plan.sample_rate,
+            "clip_seconds": plan.clip_samples / plan.sample_rate if plan.clip_samples else None,
             "dtype": "int16",
             "clips": len(kept),
             "counts": {split: counts.get(split, 0) for split in ("train", "val", "test")},
@@ -354,7 +450,14 @@ class StoreWriter:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         written = [LABELS_FILE, CLIPS_FILE, META_FILE]
+        if plan.version == TRACKS_FORMAT_VERSION:
+            meta |= self._track_meta()
+            written.insert(0, OFFSETS_FILE)
         try:
+            if plan.version == TRACKS_FORMAT_VERSION:
+                samples = [e.samples for e in entries if e.skipped is None]
+                offsets = np.concatenate([[0], np.cumsum(samples, dtype=np.int64)])
+                np.save(self.partial / OFFSETS_FILE, offsets.astype(np.int64))
             np.save(self.partial / LABELS_FILE, labels)
             with open(self.partial / CLIPS_FILE, "w", newline="", encoding="utf-8") as f:
                 writer = csv.writer(f)
@@ -376,6 +479,16 @@ class StoreWriter:
         return self.out
 
 
+def _track_stats(samples: list[int]) -> dict[str, float]:
+    """min, max, mean and total of the stored track lengths, in samples."""
+    if not samples:
+        return {"min": 0, "max": 0, "mean": 0.0, "total": 0}
+    array = np.asarray(samples, np.int64)
+    total = int(array.sum())
+    return {"min": int(array.min()), "max": int(array.max()), "mean": total / len(array),
+            "total": total}  # fmt: skip
+
+
 def discard_partial(out: Path) -> None:
     """Delete an unfinished store at ``out`` (``tagger prepare --restart``); the caller holds
     ``out``'s ``WriterLock``."""
@@ -383,64 +496,94 @@ def discard_partial(out: Path) -> None:
 
 
 class StoreAudio:
-    """Clips ``rows`` of a store's audio file as a ``ClipSource`` (a split is its rows).
+    """Clips of a store's audio file as a ``ClipSource`` (a split is its own list of them).
 
     Windows are copied from the file straight into the batch array by positioned reads
     (``os.preadv``): nothing of the file stays counted in the process's memory however
     many clips are read (the OS page cache keeps them for the next epoch), and loader
     processes share no file offset. Where the OS has no ``preadv``, they are copied out
-    of a read-only memory map whose pages are released after each batch.
+    of a read-only memory map whose pages are released after each batch. The part of a
+    window that runs past its track's end is zero-filled.
 
     Args:
         path: the store's ``audio.bin``.
-        rows: the file's rows that are clips 0, 1, ... of this source: int64 [clips].
-        clip_samples: samples per row.
+        offsets: where clips 0, 1, ... of this source start in the file, in samples:
+            int64 [clips].
+        lengths: samples of each clip: int64 [clips].
+        tracks: whether these are tracks of their own lengths (a v2 store: ``lengths`` is
+            then public, see ``track_lengths``), not clips of one length (v1).
     """
 
     dtype = AUDIO_DTYPE
 
-    def __init__(self, path: Path, rows: np.ndarray, clip_samples: int) -> None:
+    def __init__(
+        self, path: Path, offsets: np.ndarray, lengths: np.ndarray, tracks: bool = False
+    ) -> None:
         self.path = path
-        self.rows = np.asarray(rows, np.int64)
-        self.shape = (len(self.rows), clip_samples)
+        self.offsets = np.asarray(offsets, np.int64)
+        self._lengths = np.asarray(lengths, np.int64)
+        self.tracks = tracks
+        #: samples of each track (v2 only; v1 clips are all ``shape[1]`` long)
+        self.lengths = self._lengths if tracks else None
+        self.shape = (len(self.offsets), int(self._lengths.max(initial=0)))
         self._fd: int | None = None
         self._map: mmap.mmap | None = None
 
+    @classmethod
+    def rows(cls, path: Path, rows: np.ndarray, clip_samples: int) -> StoreAudio:
+        """Rows ``rows`` of a v1 store's ``audio.bin`` [clips, clip_samples]."""
+        rows = np.asarray(rows, np.int64)
+        return cls(path, rows * clip_samples, np.full(len(rows), clip_samples, np.int64))
+
     def subset(self, clips: np.ndarray) -> StoreAudio:
         """Clips ``clips`` of this source as a source of their own."""
-        return StoreAudio(self.path, self.rows[clips], self.shape[1])
+        return StoreAudio(self.path, self.offsets[clips], self._lengths[clips], self.tracks)
+
+    def _copies(
+        self, indices: np.ndarray, starts: np.ndarray, out: np.ndarray
+    ) -> list[tuple[int, np.ndarray]]:
+        """(file offset in bytes, the part of ``out`` to read there) for each copy of a
+        ``read``; the parts past a track's end are zero-filled here and left out."""
+        copies = []
+        for clip, start, part in runs(indices, starts, out):
+            available = min(part.size, max(int(self._lengths[clip]) - start, 0))
+            if available < part.size:
+                part[available:] = 0
+            if available:
+                offset = (int(self.offsets[clip]) + start) * AUDIO_DTYPE.itemsize
+                copies.append((offset, part[:available]))
+        return copies
 
     def read(self, indices: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
         """See ``ClipSource.read``: int16 [B, W, 1, length]."""
         out = np.empty((len(indices), np.shape(starts)[1], 1, length), AUDIO_DTYPE)
-        copies = runs(self.rows[indices], starts, out)
+        copies = self._copies(np.asarray(indices, np.int64), starts, out)
         if not hasattr(os, "preadv"):
             self._copy_from_map(copies)
             return out
         if self._fd is None:  # opened lazily, so each loader process opens the file itself
             self._fd = os.open(self.path, os.O_RDONLY)
-        for row, start, part in copies:
-            offset = (row * self.shape[1] + start) * AUDIO_DTYPE.itemsize
+        for offset, part in copies:
             if os.preadv(self._fd, [part], offset) != part.nbytes:
                 raise ConfigError(
-                    f"{self.path} ended inside clip row {row}: the store is damaged; "
-                    "prepare it again"
+                    f"{self.path} ended inside the clip at byte {offset}: the store is "
+                    "damaged; prepare it again"
                 )
         return out
 
-    def _copy_from_map(self, copies: list[tuple[int, int, np.ndarray]]) -> None:
+    def _copy_from_map(self, copies: list[tuple[int, np.ndarray]]) -> None:
         if self._map is None:
             with open(self.path, "rb") as f:
                 self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        for row, start, part in copies:
-            offset = (row * self.shape[1] + start) * AUDIO_DTYPE.itemsize
+        for offset, part in copies:
             part[:] = np.frombuffer(self._map, AUDIO_DTYPE, part.size, offset)
         if hasattr(mmap, "MADV_DONTNEED"):  # the whole map: the kernel maps pages around a
             self._map.madvise(mmap.MADV_DONTNEED)  # fault too, outside the clips' ranges
 
     def __getitem__(self, index: int) -> np.ndarray:
-        """All samples of clip ``index``: int16 [clip_samples]."""
-        return self.read(np.array([index]), np.zeros((1, 1), np.int64), self.shape[1]).ravel()
+        """All samples of clip ``index``: int16 [its samples]."""
+        length = int(self._lengths[index])
+        return self.read(np.array([index]), np.zeros((1, 1), np.int64), length).ravel()
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_fd": None, "_map": None}
@@ -451,7 +594,11 @@ class StoreAudio:
 
 
 class ClipStore:
-    """A finished clip store, opened for reading (checks every file against meta.json)."""
+    """A finished clip store, opened for reading (checks every file against meta.json).
+
+    ``version`` is 1 (clips of ``clip_samples``) or 2 (tracks of their own lengths:
+    ``clip_samples`` is None and ``track_offsets`` int64 [tracks + 1] says where each is).
+    """
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
@@ -465,13 +612,14 @@ class ClipStore:
             )
             raise ConfigError(f"data.path={self.path} is not a clip store (no {META_FILE}); {hint}")
         self.meta: dict[str, Any] = json.loads(meta_file.read_text())
-        if self.meta.get("format_version") != FORMAT_VERSION:
+        self.version = self.meta.get("format_version")
+        if self.version not in (FORMAT_VERSION, TRACKS_FORMAT_VERSION):
             raise ConfigError(
-                f"{meta_file}: format version {self.meta.get('format_version')}, but this "
-                f"tagger reads version {FORMAT_VERSION}; prepare the store again"
+                f"{meta_file}: format version {self.version}, but this tagger reads versions "
+                f"{FORMAT_VERSION} and {TRACKS_FORMAT_VERSION}; prepare the store again"
             )
         self.sample_rate: int = self.meta["sample_rate"]
-        self.clip_samples: int = self.meta["clip_samples"]
+        self.clip_samples: int | None = self.meta["clip_samples"]
         self.tag_names: list[str] = list(self.meta["tag_names"])
         n_clips = self.meta["clips"]
 
@@ -482,7 +630,14 @@ class ClipStore:
         self.splits = np.array([row["split"] for row in rows])
         self.labels: np.ndarray = np.load(self.path / LABELS_FILE)
         audio_file = self.path / AUDIO_FILE
-        expected = n_clips * self.clip_samples * AUDIO_DTYPE.itemsize
+        if self.version == FORMAT_VERSION:
+            expected = n_clips * self.clip_samples * AUDIO_DTYPE.itemsize
+            what = f"{n_clips} clips of {self.clip_samples} samples"
+            self.track_offsets = None
+        else:
+            self.track_offsets = self._offsets(n_clips)
+            expected = int(self.track_offsets[-1]) * AUDIO_DTYPE.itemsize
+            what = f"{n_clips} tracks of {int(self.track_offsets[-1])} samples in all"
         checks = [
             (len(rows) == n_clips, f"{CLIPS_FILE} has {len(rows)} rows"),
             (
@@ -496,16 +651,46 @@ class ClipStore:
         ]
         for ok, problem in checks:
             if not ok:
+                says = "meta.json says" if self.track_offsets is None else (
+                    f"meta.json and {OFFSETS_FILE} say"
+                )
                 raise ConfigError(
-                    f"{self.path}: {problem}, but meta.json says {n_clips} clips of "
-                    f"{self.clip_samples} samples and {len(self.tag_names)} tags; "
+                    f"{self.path}: {problem}, but {says} {what} and {len(self.tag_names)} tags; "
                     "the store is damaged, prepare it again"
                 )
-        self.audio = StoreAudio(audio_file, np.arange(n_clips), self.clip_samples)
+        if self.track_offsets is None:
+            self.audio = StoreAudio.rows(audio_file, np.arange(n_clips), self.clip_samples)
+        else:
+            offsets = self.track_offsets
+            self.audio = StoreAudio(audio_file, offsets[:-1], np.diff(offsets), tracks=True)
+
+    def _offsets(self, n_tracks: int) -> np.ndarray:
+        """A v2 store's ``offsets.npy``, checked: int64 [tracks + 1] from 0, never falling."""
+        offsets_file = self.path / OFFSETS_FILE
+        try:
+            offsets = np.load(offsets_file, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise ConfigError(
+                f"{offsets_file}: unreadable ({error}); the store is damaged, prepare it again"
+            ) from None
+        if (
+            offsets.shape != (n_tracks + 1,)
+            or offsets.dtype.kind not in "iu"
+            or offsets[0] != 0
+            or (np.diff(offsets) < 0).any()
+        ):
+            raise ConfigError(
+                f"{offsets_file}: expected {n_tracks + 1} rising int64 offsets from 0 (meta.json "
+                f"says {n_tracks} tracks), found shape {offsets.shape}; the store is damaged, "
+                "prepare it again"
+            )
+        return offsets.astype(np.int64)
 
     def memmap(self) -> np.memmap:
-        """All audio as a read-only int16 memmap [clips, clip_samples] (for analysis)."""
-        return np.memmap(self.path / AUDIO_FILE, AUDIO_DTYPE, "r", shape=self.audio.shape)
+        """All audio as a read-only int16 memmap (for analysis): [clips, clip_samples] for a
+        v1 store, [samples] for a v2 store (track i: ``[track_offsets[i]:track_offsets[i+1]]``)."""
+        shape = self.audio.shape if self.track_offsets is None else (int(self.track_offsets[-1]),)
+        return np.memmap(self.path / AUDIO_FILE, AUDIO_DTYPE, "r", shape=shape)
 
 
 def store_info(path: str | None, key: str) -> Any:
