@@ -72,9 +72,12 @@ def test_prepare_writes_the_splits_tags_and_labels_of_the_tsvs(
 ) -> None:
     out = tmp_path / "store"
     prepare(["jamendo", "--audio", str(jamendo.audio), "--splits", str(jamendo.splits),
-             "--out", str(out), "--workers", "0"])  # fmt: skip
+             "--out", str(out), "--workers", "0", "--min-seconds", "0.5"])  # fmt: skip
     store = ClipStore(out)
     expected = expected_store(jamendo, "top50tags", 0)
+    seconds = {t.track_id: t.seconds for rows in jamendo.tracks[0].values() for t in rows}
+    lengths = np.diff(store.track_offsets) / 16000  # whole tracks, each of its own length
+    assert lengths == pytest.approx([seconds[i] for i in store.clip_ids], abs=0.06)
     assert store.tag_names == expected["tags"]
     assert store.meta["tag_categories"] == tag_categories(store.tag_names)
     kept = [(split, *row) for split, rows in expected["rows"].items() for row in rows
