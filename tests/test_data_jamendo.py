@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tagger.cli.hydra_setup import compose_run_config as compose_config
 from tagger.cli.prepare import prepare
 from tagger.data.jamendo import jamendo_plan, read_split_file
 from tagger.data.store import ClipStore
 from tagger.errors import ConfigError
+from tagger.evaluate import evaluate
 from tagger.metrics import category_means, tag_categories
 from tests.conftest import REPO_ROOT, run_cli
 from tests.fixtures_jamendo import HEADER, Jamendo, write_jamendo
@@ -68,7 +70,7 @@ def test_plan_follows_the_tsvs(jamendo: Jamendo) -> None:
 
 
 def test_prepare_writes_the_splits_tags_and_labels_of_the_tsvs(
-    jamendo: Jamendo, tmp_path: Path
+    jamendo: Jamendo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "store"
     prepare(["jamendo", "--audio", str(jamendo.audio), "--splits", str(jamendo.splits),
@@ -93,6 +95,7 @@ def test_prepare_writes_the_splits_tags_and_labels_of_the_tsvs(
     assert store.meta["counts"] == {split: sum(r[0] == split for r in kept)
                                     for split in ("train", "val", "test")}  # fmt: skip
     assert store.sample_rate == 16000
+    assert f"skipped {jamendo.missing}: missing" in capsys.readouterr().out
 
 
 def test_split_index_and_subset_choose_the_files(jamendo: Jamendo, tmp_path: Path) -> None:
@@ -191,3 +194,13 @@ def test_train_on_a_jamendo_store_reports_per_category_aucs(
                 scored = [value for value in per_tag if value is not None]  # null: not scored
                 assert scored, (stage, category)  # the fixture scores every category
                 assert figures[figure] == pytest.approx(sum(scored) / len(scored))
+
+    # eval.py on the same checkpoint and split writes the same per-category figures
+    cfg = compose_config("eval", tmp_path / "eval",
+                         [f"ckpt_path={metrics['test']['checkpoint']}", "split=test",
+                          "trainer.enable_progress_bar=false"])  # fmt: skip
+    evaluate(cfg)
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())["test"]
+    assert evaluated["per_category"].keys() == metrics["test"]["per_category"].keys()
+    for category, figures in evaluated["per_category"].items():
+        assert figures == pytest.approx(metrics["test"]["per_category"][category], abs=1e-5)
