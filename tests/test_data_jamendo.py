@@ -12,7 +12,7 @@ import pytest
 
 from tagger.cli.hydra_setup import compose_run_config as compose_config
 from tagger.cli.prepare import prepare
-from tagger.data.jamendo import jamendo_plan, read_split_file
+from tagger.data.jamendo import SUBSETS, jamendo_plan, read_split_file, split_file
 from tagger.data.store import ClipStore
 from tagger.errors import ConfigError
 from tagger.evaluate import evaluate
@@ -108,6 +108,14 @@ def test_split_index_and_subset_choose_the_files(jamendo: Jamendo, tmp_path: Pat
     test_ids = {t.track_id for t in jamendo.tracks[1]["test"]}
     assert {c.clip_id for c in plan.clips if c.split == "test"} <= test_ids
     assert plan.meta["split_rule"] == "split-1" and set(plan.meta["tag_categories"]) == {"genre"}
+    names = {subset: split_file(Path("s"), subset, 3, "val").as_posix() for subset in SUBSETS}
+    assert names == {
+        "top50tags": "s/split-3/autotagging_top50tags-validation.tsv",
+        "genre": "s/split-3/autotagging_genre-validation.tsv",
+        "instrument": "s/split-3/autotagging_instrument-validation.tsv",
+        "moodtheme": "s/split-3/autotagging_moodtheme-validation.tsv",
+        "all": "s/split-3/autotagging-validation.tsv",
+    }
 
 
 def _copy_splits(jamendo: Jamendo, tmp_path: Path, edit: str) -> Path:
