@@ -24,7 +24,7 @@ import numpy as np
 from tagger.data.folder import track_limits
 from tagger.data.store import StoreClip, StorePlan
 from tagger.errors import ConfigError
-from tagger.metrics import CATEGORY_SEPARATOR
+from tagger.metrics import CATEGORY_SEPARATOR, tag_categories
 
 #: ``--subset`` -> the stem of its split files (``all``: every tag, ``autotagging``).
 SUBSETS = {
@@ -171,7 +171,7 @@ def jamendo_plan(
         "subset": subset,
         "tag_set": f"MTG-Jamendo {SUBSETS[subset]}, alphabetical",
         "split_rule": f"split-{split_index}",
-        "tag_categories": [tag.split(CATEGORY_SEPARATOR, 1)[0] for tag in tag_names],
+        "tag_categories": tag_categories(tag_names),  # every tag has one (read_split_file)
         "dropped": {},
     }
     return StorePlan(
