@@ -80,11 +80,11 @@ def test_random_windows_on_device_are_the_loader_s(epoch: int) -> None:
 def test_ddp_shards_are_those_of_distributed_sampler(shuffled: bool) -> None:
     device = SyntheticDataModule(**LOADER_ARGS, on_device=True)
     device.setup()
-    audio, labels = to_device(device.splits["val"], torch.device("cpu"))
-    sampler = EpochShuffleSampler(len(audio), seed=5) if shuffled else None
-    order = list(sampler) if shuffled else list(range(len(audio)))  # 7 clips: one pad
+    split = to_device(device.splits["val"], torch.device("cpu"))
+    sampler = EpochShuffleSampler(len(split), seed=5) if shuffled else None
+    order = list(sampler) if shuffled else list(range(len(split)))  # 7 clips: one pad
     for rank in (0, 1):
-        batches = DeviceBatches(audio, labels, 2, 4096, 2, sampler, rank=rank, world_size=2)
+        batches = DeviceBatches(split, 4096, 2, sampler, rank=rank, world_size=2)
         shard = list(DistributedSampler(order, num_replicas=2, rank=rank, shuffle=False))
         expected = [order[i] for i in shard]
         assert len(batches) == 2 and batches.order().tolist() == expected
@@ -95,10 +95,10 @@ def test_ddp_shards_are_those_of_distributed_sampler(shuffled: bool) -> None:
 def test_a_resumed_epoch_goes_on_from_where_it_stopped() -> None:
     device = SyntheticDataModule(**LOADER_ARGS, on_device=True)
     device.setup()
-    audio, labels = to_device(device.splits["train"], torch.device("cpu"))
-    sampler = EpochShuffleSampler(len(audio), seed=5)
+    split = to_device(device.splits["train"], torch.device("cpu"))
+    sampler = EpochShuffleSampler(len(split), seed=5)
     sampler.set_epoch(3)
     whole = list(sampler)
     sampler.resume(epoch=3, position=10)  # two batches of 5 done before the interruption
-    batches = DeviceBatches(audio, labels, 2, 4096, 5, sampler)
+    batches = DeviceBatches(split, 4096, 5, sampler)
     assert torch.cat([batch["index"] for batch in batches]).tolist() == whole[10:]

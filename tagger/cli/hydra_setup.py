@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from tagger.config import CONFIG_DIR
-from tagger.data.store import store_info
+from tagger.data.store import DEFAULT_WINDOW_SECONDS, store_info
 from tagger.errors import ConfigError, find_config_error
 from tagger.optim import scaled_lr
 
@@ -117,9 +117,14 @@ def bounded_dirname(name: str, limit: int = 160) -> str:
 
 
 def _store_subclip_len(path: str | None, n_subclips: int) -> int | None:
-    """A clip store's clip length split into ``n_subclips`` windows; None without a store."""
+    """A clip store's clip length split into ``n_subclips`` windows; for a store of tracks
+    (format version 2, no clip length) ``DEFAULT_WINDOW_SECONDS`` at its sample rate; None
+    without a store."""
     clip_samples = store_info(path, "clip_samples")
-    return None if clip_samples is None else clip_samples // int(n_subclips)
+    if clip_samples is None:
+        sample_rate = store_info(path, "sample_rate")
+        return None if sample_rate is None else round(DEFAULT_WINDOW_SECONDS * sample_rate)
+    return clip_samples // int(n_subclips)
 
 
 def register_resolvers() -> None:
@@ -132,7 +137,8 @@ def register_resolvers() -> None:
     (``tagger.optim.scaled_lr``).
     ``${store_sample_rate:PATH}`` and ``${store_subclip_len:PATH,N}`` read a clip store's
     ``meta.json`` (``conf/data/store.yaml``): its sample rate, and its clip length split
-    into N windows; None when there is no store at PATH (the data module then says so).
+    into N windows (a store of tracks: 3 s windows, ``DEFAULT_WINDOW_SECONDS``); None when
+    there is no store at PATH (the data module then says so).
     """
     resolvers: dict[str, Callable[..., object]] = {
         "store_sample_rate": lambda path: store_info(path, "sample_rate"),

@@ -10,13 +10,16 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, default_convert
 
-from tagger.data.clips import ClipDataset, RandomWindows
-from tagger.data.device import DeviceBatches, to_device
+from tagger.data.clips import ClipDataset, EveryWindow, RandomWindows
+from tagger.data.device import DeviceBatches, DeviceSplit, to_device
 from tagger.data.sampler import EpochShuffleSampler
+from tagger.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+#: ``data.eval_windows``: the windows validation and test average over.
+EVAL_WINDOWS: tuple[str, ...] = ("spread", "all")
 
 
 class ClipDataModule(LightningDataModule):
@@ -35,9 +38,14 @@ class ClipDataModule(LightningDataModule):
         shuffle_seed: seed of the training order (each epoch's order depends only on it
             and the epoch number), and of the random windows.
         random_windows: training sees ``train_subclips`` windows of ``subclip_len`` at random
-            offsets of each clip (Dieleman's random 3 s crops), drawn anew every epoch;
-            evaluation always averages the ``n_subclips`` consecutive windows.
+            offsets of each clip or track (Dieleman's random 3 s crops), drawn anew every
+            epoch; otherwise it sees the windows evaluation averages.
         train_subclips: random windows per training clip (default: ``n_subclips``).
+        eval_windows: ``spread``: validation and test average over ``n_subclips`` windows,
+            consecutive from sample 0 for clips of one length, spread evenly over the whole
+            track for tracks (a v2 store); ``all``: over every whole window, consecutive from
+            sample 0 (tracks then have different numbers of windows, so they are evaluated
+            one track per batch).
         on_device: copy each split whole onto the training device (int16 for stores: MTAT
             at 12 kHz is about 12 GB) and form batches there, with no per-clip work on the
             host; the same batches in the same order as the loader otherwise gives (under
@@ -56,8 +64,14 @@ class ClipDataModule(LightningDataModule):
         random_windows: bool = False,
         train_subclips: int | None = None,
         on_device: bool = False,
+        eval_windows: str = "spread",
     ) -> None:
         super().__init__()
+        if eval_windows not in EVAL_WINDOWS:
+            raise ConfigError(
+                f"data.eval_windows={eval_windows}; choose one of: {', '.join(EVAL_WINDOWS)}"
+            )
+        self.eval_windows = eval_windows
         self.n_subclips = n_subclips
         self.subclip_len = subclip_len
         self.sample_rate = sample_rate
@@ -67,8 +81,8 @@ class ClipDataModule(LightningDataModule):
         self.random_windows = random_windows
         self.train_subclips = train_subclips or n_subclips
         self.on_device = on_device
-        # (split, whole clips) -> audio and labels on the device
-        self._device_splits: dict[tuple[str, bool], tuple[torch.Tensor, torch.Tensor]] = {}
+        # (split, rows: windows / every / whole) -> the split on the device
+        self._device_splits: dict[tuple[str, str], DeviceSplit] = {}
         self.splits: dict[str, ClipDataset] = {}
         self._resume_at: dict[str, int] = {}
 
@@ -95,6 +109,23 @@ class ClipDataModule(LightningDataModule):
             splits = self.load_splits()
             self.check_files(splits)
             self.splits = splits
+            self._note_short_tracks()
+
+    def _note_short_tracks(self) -> None:
+        """Log once per split how many tracks are shorter than one window (zero-filled)."""
+        seen: set[int] = set()
+        for name in SPLITS:
+            dataset = self.splits.get(name)
+            if dataset is None or id(dataset) in seen:
+                continue
+            seen.add(id(dataset))
+            short = dataset.short_tracks()
+            if short:
+                log.warning(
+                    "%d of %d %s tracks are shorter than one window (data.subclip_len=%d); "
+                    "their windows are zero-filled past the track's end",
+                    short, len(dataset), name, self.subclip_len,
+                )  # fmt: skip
 
     def split_sizes(self) -> dict[str, int]:
         """Clips per split, e.g. ``{"train_clips": 800, "val_clips": 200, "test_clips": 0}``."""
@@ -106,48 +137,57 @@ class ClipDataModule(LightningDataModule):
         self.setup()
         if split not in self.splits:
             raise KeyError(f"this data has no {split!r} split; it has {sorted(self.splits)}")
-        return self._loader(self.splits[split], sampler=None, split=split)
+        clips = self.splits[split]
+        if self.eval_windows == "spread":
+            return self._loader(clips, sampler=None, split=split)
+        # every window: tracks differ in their numbers of windows, so one track per batch
+        batch_size = self.batch_size if clips.lengths is None else 1
+        return self._loader(EveryWindow(clips), sampler=None, split=split, batch_size=batch_size)
 
     def _device_batches(
         self,
         split: str,
         sampler: EpochShuffleSampler | None,
-        windows: RandomWindows | None,
+        dataset: ClipDataset | RandomWindows | EveryWindow,
+        batch_size: int,
     ) -> DeviceBatches:
         """``data.on_device``: the split copied to the training device once, then batches
-        (whole clips for random ``windows``, else the model's windows)."""
+        (whole clips for random windows, else the windows ``dataset`` cuts)."""
         trainer = self.trainer
-        key = (split, windows is not None)
+        random = dataset if isinstance(dataset, RandomWindows) else None
+        rows = "whole" if random else "every" if isinstance(dataset, EveryWindow) else "windows"
+        key = (split, rows)
         if key not in self._device_splits:
             device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-            self._device_splits[key] = to_device(self.splits[split], device, whole_clips=key[1])
+            view = random.clips if random else dataset
+            self._device_splits[key] = to_device(view, device, whole_clips=rows == "whole")
         shard = (
             {"rank": trainer.global_rank, "world_size": trainer.world_size}
             if trainer is not None
             else {}
         )
         return DeviceBatches(
-            *self._device_splits[key],
-            windows.n_windows if windows is not None else self.n_subclips,
+            self._device_splits[key],
             self.subclip_len,
-            self.batch_size,
+            batch_size,
             sampler,
-            random_windows=windows,
+            random_windows=random,
             **shard,
         )
 
     def _loader(
         self,
-        dataset: ClipDataset | RandomWindows,
+        dataset: ClipDataset | RandomWindows | EveryWindow,
         sampler: EpochShuffleSampler | None,
         split: str,
+        batch_size: int | None = None,
     ) -> DataLoader | DeviceBatches:
+        batch_size = batch_size or self.batch_size
         if self.on_device:
-            windows = dataset if isinstance(dataset, RandomWindows) else None
-            return self._device_batches(split, sampler, windows)
+            return self._device_batches(split, sampler, dataset, batch_size)
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=batch_size,
             sampler=sampler,
             collate_fn=default_convert,  # the datasets' ``__getitems__`` read whole batches
             num_workers=self.num_workers,

@@ -8,10 +8,13 @@ import numpy as np
 
 
 class ClipSource(Protocol):
-    """Clips of equal length, ``shape`` (clips, samples), read a batch of windows at a time.
+    """Clips, ``shape`` (clips, samples), read a batch of windows at a time.
 
     The store's ``StoreAudio``, the coursework's ``NpyClipFiles`` and ``ArrayClips`` (clips
-    held in memory) are the three.
+    held in memory) are the three. Clips are of equal length (``shape[1]``), except in a
+    source of tracks (a version 2 store): it also has ``lengths``, int64 [clips], the
+    samples of each track (``shape[1]`` is then the longest), and ``read`` zero-fills the
+    part of a window that runs past its track's end. ``track_lengths`` tells them apart.
     """
 
     shape: tuple[int, int]
@@ -22,6 +25,12 @@ class ClipSource(Protocol):
         at sample ``starts[b, w]`` (``starts`` [B, W], or [1, W] for the same windows in every
         clip): [B, W, 1, length] in ``dtype``, written straight into that one array."""
         ...
+
+
+def track_lengths(source: ClipSource) -> np.ndarray | None:
+    """The samples of each track of a source of tracks: int64 [clips]; None for a source of
+    equal-length clips (each ``source.shape[1]`` long)."""
+    return getattr(source, "lengths", None)
 
 
 def runs(

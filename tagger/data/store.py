@@ -53,6 +53,9 @@ OFFSETS_FILE = "offsets.npy"
 #: longer than every window of the built-in configs (samplecnn's 59,049 samples are 4.9 s
 #: at 12 kHz). The reader zero-fills any window that still runs past a track's end.
 DEFAULT_MIN_SECONDS = 5.0
+#: ``data=store``'s window (``data.subclip_len``) on a v2 store, where no clip length divides
+#: into windows: Dieleman's 3 s crops (48,000 samples at 16 kHz).
+DEFAULT_WINDOW_SECONDS = 3.0
 AUDIO_DTYPE = np.dtype("<i2")
 _PLAN_FILE, _DONE_FILE = "plan.json", "done.jsonl"
 #: What may happen to a file that decodes shorter than its header says (``prepare --truncated``).
@@ -507,8 +510,9 @@ class StoreAudio:
 
     Args:
         path: the store's ``audio.bin``.
-        offsets: where clips 0, 1, ... of this source start in the file, in samples:
-            int64 [clips].
+        rows: the store's rows (clips or tracks) that are clips 0, 1, ... of this source:
+            int64 [clips] (named in errors).
+        offsets: where those clips start in the file, in samples: int64 [clips].
         lengths: samples of each clip: int64 [clips].
         tracks: whether these are tracks of their own lengths (a v2 store: ``lengths`` is
             then public, see ``track_lengths``), not clips of one length (v1).
@@ -517,9 +521,15 @@ class StoreAudio:
     dtype = AUDIO_DTYPE
 
     def __init__(
-        self, path: Path, offsets: np.ndarray, lengths: np.ndarray, tracks: bool = False
+        self,
+        path: Path,
+        rows: np.ndarray,
+        offsets: np.ndarray,
+        lengths: np.ndarray,
+        tracks: bool = False,
     ) -> None:
         self.path = path
+        self.rows = np.asarray(rows, np.int64)
         self.offsets = np.asarray(offsets, np.int64)
         self._lengths = np.asarray(lengths, np.int64)
         self.tracks = tracks
@@ -530,20 +540,23 @@ class StoreAudio:
         self._map: mmap.mmap | None = None
 
     @classmethod
-    def rows(cls, path: Path, rows: np.ndarray, clip_samples: int) -> StoreAudio:
+    def of_rows(cls, path: Path, rows: np.ndarray, clip_samples: int) -> StoreAudio:
         """Rows ``rows`` of a v1 store's ``audio.bin`` [clips, clip_samples]."""
         rows = np.asarray(rows, np.int64)
-        return cls(path, rows * clip_samples, np.full(len(rows), clip_samples, np.int64))
+        lengths = np.full(len(rows), clip_samples, np.int64)
+        return cls(path, rows, rows * clip_samples, lengths)
 
     def subset(self, clips: np.ndarray) -> StoreAudio:
         """Clips ``clips`` of this source as a source of their own."""
-        return StoreAudio(self.path, self.offsets[clips], self._lengths[clips], self.tracks)
+        return StoreAudio(
+            self.path, self.rows[clips], self.offsets[clips], self._lengths[clips], self.tracks
+        )
 
     def _copies(
         self, indices: np.ndarray, starts: np.ndarray, out: np.ndarray
-    ) -> list[tuple[int, np.ndarray]]:
-        """(file offset in bytes, the part of ``out`` to read there) for each copy of a
-        ``read``; the parts past a track's end are zero-filled here and left out."""
+    ) -> list[tuple[int, int, np.ndarray]]:
+        """(store row, file offset in bytes, the part of ``out`` to read there) for each copy
+        of a ``read``; the parts past a track's end are zero-filled here and left out."""
         copies = []
         for clip, start, part in runs(indices, starts, out):
             available = min(part.size, max(int(self._lengths[clip]) - start, 0))
@@ -551,7 +564,7 @@ class StoreAudio:
                 part[available:] = 0
             if available:
                 offset = (int(self.offsets[clip]) + start) * AUDIO_DTYPE.itemsize
-                copies.append((offset, part[:available]))
+                copies.append((int(self.rows[clip]), offset, part[:available]))
         return copies
 
     def read(self, indices: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
@@ -563,19 +576,19 @@ class StoreAudio:
             return out
         if self._fd is None:  # opened lazily, so each loader process opens the file itself
             self._fd = os.open(self.path, os.O_RDONLY)
-        for offset, part in copies:
+        for row, offset, part in copies:
             if os.preadv(self._fd, [part], offset) != part.nbytes:
                 raise ConfigError(
-                    f"{self.path} ended inside the clip at byte {offset}: the store is "
-                    "damaged; prepare it again"
+                    f"{self.path} ended inside clip row {row}: the store is damaged; "
+                    "prepare it again"
                 )
         return out
 
-    def _copy_from_map(self, copies: list[tuple[int, np.ndarray]]) -> None:
+    def _copy_from_map(self, copies: list[tuple[int, int, np.ndarray]]) -> None:
         if self._map is None:
             with open(self.path, "rb") as f:
                 self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        for offset, part in copies:
+        for _, offset, part in copies:
             part[:] = np.frombuffer(self._map, AUDIO_DTYPE, part.size, offset)
         if hasattr(mmap, "MADV_DONTNEED"):  # the whole map: the kernel maps pages around a
             self._map.madvise(mmap.MADV_DONTNEED)  # fault too, outside the clips' ranges
@@ -659,10 +672,10 @@ class ClipStore:
                     "the store is damaged, prepare it again"
                 )
         if self.track_offsets is None:
-            self.audio = StoreAudio.rows(audio_file, np.arange(n_clips), self.clip_samples)
+            self.audio = StoreAudio.of_rows(audio_file, np.arange(n_clips), self.clip_samples)
         else:
-            offsets = self.track_offsets
-            self.audio = StoreAudio(audio_file, offsets[:-1], np.diff(offsets), tracks=True)
+            offsets, rows = self.track_offsets, np.arange(n_clips)
+            self.audio = StoreAudio(audio_file, rows, offsets[:-1], np.diff(offsets), tracks=True)
 
     def _offsets(self, n_tracks: int) -> np.ndarray:
         """A v2 store's ``offsets.npy``, checked: int64 [tracks + 1] from 0, never falling."""

@@ -11,7 +11,7 @@ import numpy as np
 from tagger.data.clips import ClipDataset
 from tagger.data.datamodule import ClipDataModule
 from tagger.data.splits import carve_validation
-from tagger.data.store import ClipStore
+from tagger.data.store import TRACKS_FORMAT_VERSION, ClipStore
 from tagger.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -115,5 +115,10 @@ class StoreDataModule(ClipDataModule):
             "clip_samples": self.store.clip_samples,
             "validation": self.validation,
             "skipped_files": len(meta["skipped"]),
+            **(  # a store of tracks of any length (format version 2)
+                {"track_samples": meta["track_samples"], "padded_tracks": meta["padded"]["count"]}
+                if self.store.version == TRACKS_FORMAT_VERSION
+                else {}
+            ),
         }
 
