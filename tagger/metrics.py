@@ -4,11 +4,17 @@ Scores and targets are accumulated over the whole epoch (and gathered across
 processes by torchmetrics) before anything is computed, so the figures equal
 scikit-learn's ``roc_auc_score`` / ``average_precision_score`` on the same arrays,
 not an average of per-batch scores.
+
+Tags named ``category---tag`` (MTG-Jamendo's ``genre---rock``, ``mood/theme---calm``) also
+get macro figures per category (``category_means``), the way MTG-Jamendo results are
+reported.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +25,9 @@ from torchmetrics.functional.classification import (
     multilabel_average_precision,
 )
 from torchmetrics.utilities import dim_zero_cat
+
+#: Between a tag's category and its name: ``genre---rock``.
+CATEGORY_SEPARATOR = "---"
 
 
 @dataclass
@@ -60,6 +69,39 @@ def tag_scores(scores: Tensor, targets: Tensor) -> TagScores:
         )
     nan = torch.tensor(float("nan"))
     return TagScores(torch.where(valid, roc, nan), torch.where(valid, pr, nan), valid)
+
+
+def tag_categories(tag_names: Sequence[str]) -> list[str] | None:
+    """The category of each tag (``genre`` for ``genre---rock``), or None unless every tag
+    is named ``category---tag``."""
+    parts = [name.partition(CATEGORY_SEPARATOR) for name in tag_names]
+    if not parts or not all(category and tag for category, _, tag in parts):
+        return None
+    return [category for category, _, _ in parts]
+
+
+def category_means(
+    tag_names: Sequence[str], roc_auc: Sequence[float], pr_auc: Sequence[float]
+) -> dict[str, dict[str, float]] | None:
+    """Macro ROC-AUC and PR-AUC per tag category: ``{category: {"auc", "pr_auc"}}`` in order
+    of first appearance, each the mean over the category's tags that could be scored (NaN
+    per tag: left out; NaN when none could); None when the tags have no categories."""
+    categories = tag_categories(tag_names)
+    if categories is None:
+        return None
+
+    def mean(values: list[float]) -> float:
+        scored = [value for value in values if not math.isnan(value)]
+        return sum(scored) / len(scored) if scored else float("nan")
+
+    means = {}
+    for category in dict.fromkeys(categories):
+        members = [i for i, c in enumerate(categories) if c == category]
+        means[category] = {
+            "auc": mean([float(roc_auc[i]) for i in members]),
+            "pr_auc": mean([float(pr_auc[i]) for i in members]),
+        }
+    return means
 
 
 class EpochTagScores(Metric):

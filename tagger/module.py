@@ -193,9 +193,10 @@ class TaggingModule(LightningModule):
 
     def _log_epoch_scores(self, stage: str, per_tag: bool = False) -> None:
         """Log the epoch's macro ``<stage>/auc`` and ``<stage>/pr_auc`` and, with ``per_tag``,
-        ``<stage>_tag_auc/<tag>`` for each tag that can be scored (tags without a positive or
-        a negative clip are left out). These are the stage's results: ``trainer.validate`` and
-        ``trainer.test`` return them and ``trainer.callback_metrics`` holds them."""
+        ``<stage>_tag_auc/<tag>`` and ``<stage>_tag_pr_auc/<tag>`` for each tag that can be
+        scored (tags without a positive or a negative clip are left out). These are the stage's
+        results: ``trainer.validate`` and ``trainer.test`` return them and
+        ``trainer.callback_metrics`` holds them."""
         metric: EpochTagScores = getattr(self, f"{stage}_scores")
         scores = metric.compute()
         metric.reset()
@@ -217,9 +218,10 @@ class TaggingModule(LightningModule):
         if per_tag:
             self.log_dict(
                 {
-                    f"{stage}_tag_auc/{name}": auc
-                    for name, auc, ok in zip(
-                        self.tag_names, scores.roc_auc.tolist(), scores.valid.tolist(), strict=True
+                    f"{stage}_tag_{figure}/{name}": value
+                    for figure, values in (("auc", scores.roc_auc), ("pr_auc", scores.pr_auc))
+                    for name, value, ok in zip(
+                        self.tag_names, values.tolist(), scores.valid.tolist(), strict=True
                     )
                     if ok
                 },

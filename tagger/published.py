@@ -2,7 +2,8 @@
 
 Sources, tables and settings: docs/results.md. ``published_auc`` finds the figure for a run
 from its resolved config and its dataset description; runs that are not on MTAT, or on a
-setting no paper reports, get none.
+setting no paper reports, get none. No MTG-Jamendo figure is held (docs/results.md says
+why), so runs on it get none either.
 """
 
 from __future__ import annotations

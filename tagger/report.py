@@ -4,6 +4,9 @@ A job is any directory with a ``.hydra/`` folder (Hydra writes it when the job s
 so jobs that failed, were interrupted or never finished are found too and reported as
 such; so is a job whose ``metrics.json`` cannot be read. Jobs that differ only in
 ``seed`` form one row. The table is one pandas ``groupby().agg()`` over the jobs.
+Runs whose tags have categories (MTG-Jamendo's ``genre---rock``) add held-out macro
+ROC-AUC and PR-AUC per category (``metrics.json``'s ``per_category``) as columns
+``test_auc:<category>`` and ``test_pr_auc:<category>``.
 """
 
 from __future__ import annotations
@@ -57,10 +60,22 @@ def _natural_key(path: Path) -> list[int | str]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
 
 
+def category_figures(figures: list[str]) -> list[str]:
+    """The per-category figures among ``figures`` (``test_auc:<category>``, ...)."""
+    return [figure for figure in figures if ":" in figure]
+
+
 def _job_figures(metrics: dict[str, Any]) -> dict[str, float]:
-    """A completed job's train and held-out ROC-AUC / PR-AUC (test split, else validation)."""
+    """A completed job's train and held-out ROC-AUC / PR-AUC (test split, else validation),
+    overall and, where the run has them, per tag category."""
     final = metrics["final"]
-    held_out = metrics.get("test") or {"auc": final["val/auc"], "pr_auc": final["val/pr_auc"]}
+    held_out = metrics.get("test") or {"auc": final["val/auc"], "pr_auc": final["val/pr_auc"],
+                                       **(metrics.get("val") or {})}  # fmt: skip
+    per_category = {
+        f"test_{figure}:{category}": values[figure]
+        for category, values in (held_out.get("per_category") or {}).items()
+        for figure in ("auc", "pr_auc")
+    }
     figures = {
         "train_auc": final["train/auc"],
         "train_pr_auc": final["train/pr_auc"],
@@ -68,6 +83,7 @@ def _job_figures(metrics: dict[str, Any]) -> dict[str, float]:
         "test_pr_auc": held_out["pr_auc"],
         "epochs": metrics["epochs"],
         "wall_time_s": metrics["wall_time_s"],
+        **per_category,
     }
     for key, value in figures.items():  # null: a NaN the run wrote as null
         if value is not None and not isinstance(value, (int, float)):
@@ -143,23 +159,26 @@ def job_frame(jobs: list[Job]) -> pd.DataFrame:
             record["has_test"] = bool(job.metrics.get("test"))
             record["published_auc"], record["published_source"] = published or (None, None)
         records.append(record)
+    by_category = category_figures(list(dict.fromkeys(k for r in records for k in r)))
     columns = ["config", "status", "has_test", *FIGURES, "epochs", "wall_time_s",
-               "published_auc", "published_source"]  # fmt: skip
+               "published_auc", "published_source", *by_category]  # fmt: skip
     return pd.DataFrame.from_records(records, columns=columns)
 
 
 def summarise(jobs: pd.DataFrame) -> pd.DataFrame:
     """One row per config (in order of first appearance): job counts per status, mean and
-    sample std (n - 1) of every figure over the completed jobs, the published figure and
-    the difference of the held-out ROC-AUC from it. Columns as in ``report.csv``."""
+    sample std (n - 1) of every figure over the completed jobs (per tag category too, where
+    the jobs have categories), the published figure and the difference of the held-out
+    ROC-AUC from it. Columns as in ``report.csv``."""
     order = jobs["config"].unique()
     counts = pd.crosstab(jobs["config"], jobs["status"]).reindex(
         index=order, columns=list(STATUSES), fill_value=0
     )
     done = jobs[jobs["status"] == "completed"]
+    figures = [*FIGURES, *category_figures(list(jobs.columns))]
     stats = done.groupby("config", sort=False).agg(
         held_out_split=("has_test", lambda has_test: "test" if has_test.all() else "val"),
-        **{f"{key}_{stat}": (key, stat) for key in FIGURES for stat in ("mean", "std")},
+        **{f"{key}_{stat}": (key, stat) for key in figures for stat in ("mean", "std")},
         epochs_mean=("epochs", "mean"),
         wall_time_s_mean=("wall_time_s", "mean"),
         published_auc=("published_auc", "first"),
@@ -186,21 +205,30 @@ def _markdown_row(cells: list[str]) -> str:
 def render_markdown(table: pd.DataFrame, jobs: list[Job], roots: list[Path]) -> str:
     """The report as Markdown: the table, then every job that did not complete."""
     common = common_settings(jobs)
+    by_category = [c.removesuffix("_mean") for c in table.columns if ":" in c and
+                   c.endswith("_mean")]  # fmt: skip
+    category_header = [
+        f"{figure.partition(':')[2]} {'PR' if figure.startswith('test_pr') else 'ROC'}-AUC"
+        for figure in by_category
+    ]
     header = ["config", "runs", "train ROC-AUC", "held-out ROC-AUC", "train PR-AUC",
-              "held-out PR-AUC", "epochs", "wall time (s)", "published", "difference"]  # fmt: skip
+              "held-out PR-AUC", *category_header, "epochs", "wall time (s)", "published",
+              "difference"]  # fmt: skip
     lines = [
         "# Results",
         "",
         f"From {', '.join(str(r) for r in roots)}. Mean ± sample std over seeds; held-out is "
         "the test split (val where a run had none). Published: the paper's figure for this "
-        "setting; n/a where the data is not MTAT or no paper reports the setting.",
+        "setting; n/a where the data is not MTAT or no paper reports the setting."
+        + (" Per tag category (e.g. genre ROC-AUC): the held-out macro figure over the "
+           "category's tags." if by_category else ""),
         "",
         f"Every job: `{' '.join(sorted(common))}`." if common else "",
         "",
         _markdown_row(header),
         "|" + "---|" * len(header),
     ]
-    for row in table.itertuples(index=False):
+    for _, row in table.iterrows():  # a Series per row: category columns hold a ':'
         total = sum(getattr(row, status) for status in STATUSES)
         runs = f"{row.completed}/{total} done" + "".join(
             f", {getattr(row, s)} {s}" for s in STATUSES[1:] if getattr(row, s)
@@ -215,6 +243,7 @@ def render_markdown(table: pd.DataFrame, jobs: list[Job], roots: list[Path]) -> 
                     _mean_std(row.test_auc_mean, row.test_auc_std) + split,
                     _mean_std(row.train_pr_auc_mean, row.train_pr_auc_std),
                     _mean_std(row.test_pr_auc_mean, row.test_pr_auc_std) + split,
+                    *(_mean_std(row[f"{f}_mean"], row[f"{f}_std"]) + split for f in by_category),
                     "–" if pd.isna(row.epochs_mean) else f"{row.epochs_mean:.1f}",
                     "–" if pd.isna(row.wall_time_s_mean) else f"{row.wall_time_s_mean:.0f}",
                     "n/a" if pd.isna(row.published_auc) else f"{row.published_auc:.4f}",

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from tagger.errors import ConfigError
-from tagger.metrics import TagScores
+from tagger.metrics import TagScores, category_means
 
 
 class OutputError(ConfigError):
@@ -85,13 +85,18 @@ def write_json(path: str | Path, data: dict[str, Any]) -> Path:
 
 
 def scores_summary(scores: TagScores, tag_names: Sequence[str]) -> dict[str, Any]:
-    """Macro and per-tag figures of one evaluated set, for ``metrics.json``."""
-    return {
+    """Macro and per-tag figures of one evaluated set, for ``metrics.json``; tags named
+    ``category---tag`` add macro figures per category (``per_category``)."""
+    roc_auc, pr_auc = scores.roc_auc.tolist(), scores.pr_auc.tolist()
+    summary = {
         "auc": scores.macro_roc_auc,
         "pr_auc": scores.macro_pr_auc,
-        "per_tag_auc": dict(zip(tag_names, scores.roc_auc.tolist(), strict=True)),
+        "per_tag_auc": dict(zip(tag_names, roc_auc, strict=True)),
+        "per_tag_pr_auc": dict(zip(tag_names, pr_auc, strict=True)),
         "skipped_tags": scores.skipped(list(tag_names)),
     }
+    per_category = category_means(tag_names, roc_auc, pr_auc)
+    return summary if per_category is None else {**summary, "per_category": per_category}
 
 
 def write_predictions(

@@ -24,6 +24,7 @@ from tagger.callbacks import RunInterrupted, StopOnSignal, StoreRunConfig
 from tagger.checkpoint_io import read_checkpoint
 from tagger.data.datamodule import ClipDataModule
 from tagger.errors import ConfigError, find_config_error
+from tagger.metrics import category_means
 from tagger.module import build_module
 from tagger.run_files import OutputError, write_json
 from tagger.settings import check_settings, lightning_max_epochs
@@ -95,16 +96,23 @@ def logged_scores(metrics: Mapping[str, Any], stage: str,
                   tag_names: Sequence[str]) -> dict[str, Any]:  # fmt: skip
     """Macro and per-tag figures of one evaluated set, for ``metrics.json``, from the metrics
     ``TaggingModule`` logged for ``stage`` (``trainer.callback_metrics``, or what
-    ``trainer.test`` returns): ``<stage>/auc``, ``<stage>/pr_auc`` and ``<stage>_tag_auc/<tag>``
-    for each tag that can be scored; the others are NaN and listed in ``skipped_tags``."""
-    per_tag = {name: float(metrics.get(f"{stage}_tag_auc/{name}", float("nan")))
-               for name in tag_names}  # fmt: skip
-    return {
+    ``trainer.test`` returns): ``<stage>/auc``, ``<stage>/pr_auc``, ``<stage>_tag_auc/<tag>``
+    and ``<stage>_tag_pr_auc/<tag>`` for each tag that can be scored; the others are NaN and
+    listed in ``skipped_tags``. Tags named ``category---tag`` add ``per_category``
+    (``category_means``)."""
+    per_tag = {figure: {name: float(metrics.get(f"{stage}_tag_{figure}/{name}", float("nan")))
+                        for name in tag_names}
+               for figure in ("auc", "pr_auc")}  # fmt: skip
+    summary = {
         "auc": float(metrics[f"{stage}/auc"]),
         "pr_auc": float(metrics[f"{stage}/pr_auc"]),
-        "per_tag_auc": per_tag,
+        "per_tag_auc": per_tag["auc"],
+        "per_tag_pr_auc": per_tag["pr_auc"],
         "skipped_tags": [name for name in tag_names if f"{stage}_tag_auc/{name}" not in metrics],
     }
+    per_category = category_means(tag_names, list(per_tag["auc"].values()),
+                                  list(per_tag["pr_auc"].values()))  # fmt: skip
+    return summary if per_category is None else {**summary, "per_category": per_category}
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:

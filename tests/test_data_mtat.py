@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -173,3 +174,79 @@ def test_cli_decodes_on_two_cores_and_refuses_to_overwrite(raw: RawMtat, tmp_pat
     assert again.returncode == 2
     assert "is already a finished clip store; delete it or choose another --out" in again.stderr
     assert json.loads((tmp_path / "store" / "meta.json").read_text()) == meta
+
+
+def write_pons_split(raw: RawMtat, directory: Path, lists: dict[str, list[int]]) -> list[str]:
+    """Pons et al.'s split files for the clips at ``lists[file]`` (rows of ``raw``):
+    ``output_labels_mtt.txt`` (the top50 tags as a list on its second line, in the fixture's
+    own order) and ``<file>_gt_mtt.tsv``, ``<clip_id>\\t[<50 floats>]`` a line, the vector
+    in that order. Returns the label order written."""
+    order = sorted(TOP50)  # not the store's column order, so the test must map the columns
+    directory.mkdir()
+    (directory / "output_labels_mtt.txt").write_text(f"# labels\nlabels = {order!r}\n")
+    columns = [MTAT_COLUMNS.index(tag) for tag in order]
+    for name, rows in lists.items():
+        lines = [f"{raw.clip_ids[row]}\t{[float(x) for x in raw.raw[row, columns]]}\n"
+                 for row in rows]  # fmt: skip
+        (directory / f"{name}_gt_mtt.tsv").write_text("".join(lines))
+    return order
+
+
+def read_gt(directory: Path, name: str) -> dict[str, list[float]]:
+    """A ``*_gt_mtt.tsv`` file read as its users read it: clip id -> tag vector."""
+    lines = (directory / f"{name}_gt_mtt.tsv").read_text().splitlines()
+    return {line.split("\t")[0]: ast.literal_eval(line.split("\t")[1]) for line in lines}
+
+
+def test_pons_split_files_assign_clips_by_id(raw: RawMtat, tmp_path: Path) -> None:
+    good = [row for row, path in enumerate(raw.paths) if path not in raw.bad]
+    lists = {"train": good[:6], "val": good[9:11], "test": [good[6], good[7], good[11]]}
+    lists["train"].append(raw.paths.index(MISSING_MP3))  # listed, but its mp3 is missing
+    order = write_pons_split(raw, tmp_path / "pons", lists)
+    store = prepare_mtat(raw, tmp_path / "store", "--split", f"pons:{tmp_path / 'pons'}")
+
+    for split, name in (("train", "train"), ("val", "val"), ("test", "test")):
+        stored = [i for i, s in zip(store.clip_ids, store.splits, strict=True) if s == split]
+        expected = [raw.clip_ids[row] for row in lists[name] if raw.paths[row] not in raw.bad]
+        assert stored == expected, split
+    not_listed = len(raw.paths) - sum(len(rows) for rows in lists.values())
+    assert store.meta["dropped"] == {"no_tag_in_set": 0, "in_no_split": not_listed}
+    assert raw.clip_ids[good[8]] not in store.clip_ids  # in no file
+    assert [s["path"] for s in store.meta["skipped"]] == [MISSING_MP3]
+    assert store.meta["split_rule"] == f"pons:{tmp_path / 'pons'}"
+
+    # the labels come from annotations_final.csv and agree with the files' gt vectors
+    labels_order = ast.literal_eval((tmp_path / "pons" / "output_labels_mtt.txt")
+                                    .read_text().splitlines()[1].partition("= ")[2])  # fmt: skip
+    assert labels_order == order
+    gt = {**read_gt(tmp_path / "pons", "train"), **read_gt(tmp_path / "pons", "val"),
+          **read_gt(tmp_path / "pons", "test")}  # fmt: skip
+    columns = [store.tag_names.index(tag) for tag in labels_order]
+    for clip_id, labels in zip(store.clip_ids, store.labels, strict=True):
+        np.testing.assert_array_equal(labels[columns], gt[clip_id], err_msg=clip_id)
+    assert store.labels.any()
+
+
+@pytest.mark.parametrize(
+    ("write", "message"),
+    [
+        ({}, "expected train_gt_mtt.tsv, val_gt_mtt.tsv, test_gt_mtt.tsv in that directory"),
+        ({"val": "c2\t[0.0]\n"}, "val_gt_mtt.tsv line 1: expected `<clip_id>\\t[<50 numbers>]`"),
+        ({"val": "2 [0.0]\n"}, "val_gt_mtt.tsv line 1: expected"),
+        ({"val": "2\t[1.0]\n"}, "val_gt_mtt.tsv: clip 2 is already in train_gt_mtt.tsv"),
+        ({"val": "999\t[1.0]\n"}, "1 listed clip(s) are not in"),
+    ],
+)
+def test_bad_pons_files_are_named(
+    raw: RawMtat, tmp_path: Path, write: dict[str, str], message: str
+) -> None:
+    folder = tmp_path / "pons"
+    folder.mkdir()
+    if write:
+        (folder / "train_gt_mtt.tsv").write_text(f"{raw.clip_ids[0]}\t[0.0, 1.0]\n")
+        (folder / "test_gt_mtt.tsv").write_text("")
+        (folder / "val_gt_mtt.tsv").write_text(write["val"])
+    with pytest.raises(ConfigError) as error:
+        prepare_mtat(raw, tmp_path / "store", "--split", f"pons:{folder}")
+    assert message in str(error.value)
+    assert not (tmp_path / "store").exists()

@@ -217,3 +217,51 @@ def test_jobs_are_read_in_numeric_order(tmp_path) -> None:
         "2_seed=2",
         "10_seed=10",
     ]
+
+
+def _jamendo_run(seed: int, model: str, genre: float, mood: float) -> dict:
+    """metrics.json of a finished run on an MTG-Jamendo store: held-out macro figures per
+    tag category (``per_category``), as train.py writes them."""
+    per_category = {"genre": {"auc": genre, "pr_auc": genre / 4},
+                    "mood/theme": {"auc": mood, "pr_auc": None}}  # null: no tag scored
+    return {
+        "status": "completed",
+        "config": {"seed": seed, "model": {"net": {"_target_": model}}},
+        "dataset": {"real_music": None, "tag_set": "MTG-Jamendo autotagging_top50tags",
+                    "split": "split-0"},
+        "final": {"train/auc": 0.9, "train/pr_auc": 0.5},
+        "test": {"auc": (genre + mood) / 2, "pr_auc": 0.2, "per_category": per_category},
+        "epochs": 2,
+        "wall_time_s": 10.0,
+    }  # fmt: skip
+
+
+def test_runs_with_tag_categories_get_a_column_per_category(tmp_path) -> None:
+    runs = {("a", 1): (0.80, 0.70), ("a", 2): (0.84, 0.74), ("b", 1): (0.60, 0.66)}
+    for (model, seed), (genre, mood) in runs.items():
+        metrics = json.dumps(_jamendo_run(seed, f"m.{model}", genre, mood))
+        _job(tmp_path, f"{model}_{seed}", [f"model={model}", f"seed={seed}"], metrics)
+    report = write_report([tmp_path], tmp_path / "out")
+    with report.csv.open() as f:
+        rows = {row["config"]: row for row in csv.DictReader(f)}
+    a = rows["model=a"]
+    assert float(a["test_auc:genre_mean"]) == pytest.approx(0.82)
+    assert float(a["test_auc:genre_std"]) == pytest.approx(statistics.stdev([0.80, 0.84]))
+    assert float(a["test_pr_auc:genre_mean"]) == pytest.approx(0.82 / 4)
+    assert float(a["test_auc:mood/theme_mean"]) == pytest.approx(0.72)
+    assert a["test_pr_auc:mood/theme_mean"] == ""  # null in every run
+    assert float(rows["model=b"]["test_auc:mood/theme_mean"]) == pytest.approx(0.66)
+    text = report.markdown.read_text()
+    header = ("| config | runs | train ROC-AUC | held-out ROC-AUC | train PR-AUC | held-out "
+              "PR-AUC | genre ROC-AUC | genre PR-AUC | mood/theme ROC-AUC | mood/theme PR-AUC |")
+    assert header in text
+    assert (f"| {0.82:.4f} ± {statistics.stdev([0.80, 0.84]):.4f} | "
+            f"{0.205:.4f} ± {statistics.stdev([0.2, 0.21]):.4f} | "
+            f"{0.72:.4f} ± {statistics.stdev([0.70, 0.74]):.4f} | – |") in text
+    assert "| 0.6000 | 0.1500 | 0.6600 | – | 2.0 | 10 | n/a | n/a |" in text
+
+
+def test_runs_without_tag_categories_get_no_category_column(sweeps, tmp_path) -> None:
+    report = write_report([sweeps[0]], tmp_path)
+    assert not [column for column in report.table.columns if ":" in column]
+    assert "genre" not in report.markdown.read_text()

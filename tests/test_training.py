@@ -106,9 +106,12 @@ def test_validate_returns_the_scores_that_the_summary_holds(two_epoch_run: dict)
     (returned,) = trainer.validate(model, datamodule=instantiate(run_config["data"]))
     summary = two_epoch_run["val"]
     assert returned["val/auc"] == summary["auc"] and returned["val/pr_auc"] == summary["pr_auc"]
-    per_tag = {k.removeprefix("val_tag_auc/"): v for k, v in returned.items() if "_tag_" in k}
-    scored = {k: v for k, v in summary["per_tag_auc"].items() if k not in summary["skipped_tags"]}
-    assert per_tag == scored and len(per_tag) == len(two_epoch_run["tag_names"])
+    for figure in ("auc", "pr_auc"):
+        prefix = f"val_tag_{figure}/"
+        per_tag = {k.removeprefix(prefix): v for k, v in returned.items() if k.startswith(prefix)}
+        scored = {k: v for k, v in summary[f"per_tag_{figure}"].items()
+                  if k not in summary["skipped_tags"]}  # fmt: skip
+        assert per_tag == scored and len(per_tag) == len(two_epoch_run["tag_names"])
 
 
 def test_eval_rebuilds_from_the_checkpoint_and_matches_training(tmp_path, two_epoch_run) -> None:

@@ -1,11 +1,15 @@
-"""``tagger prepare mtat|folder ...``: decode a dataset once into a clip store for training.
+"""``tagger prepare mtat|folder|jamendo ...``: decode a dataset once into a clip store.
 
     tagger prepare mtat --root MTAT --out STORE [--sample-rate 16000|12000]
-                        [--tags top50|merged50|FILE] [--split dieleman|coursework|clean:DIR]
+                        [--tags top50|merged50|FILE]
+                        [--split dieleman|coursework|clean:DIR|pons:DIR]
     tagger prepare folder --root DIR --labels FILE --out STORE
                           [--sample-rate HZ] [--clip-seconds S|none]
                           [--max-seconds S] [--min-seconds S]   (with --clip-seconds none)
-    (both: [--workers N] [--restart] [--truncated keep|skip])
+    tagger prepare jamendo --audio DIR --splits DIR --out STORE [--sample-rate HZ]
+                           [--subset top50tags|genre|instrument|moodtheme|all]
+                           [--split-index 0-4] [--max-seconds S] [--min-seconds S]
+    (all: [--workers N] [--restart] [--truncated keep|skip])
 
 Then train with ``python train.py data=store data.path=STORE``. See docs/data.md.
 Exit status: 0 when the store was written; 2 for bad arguments or inputs, or while another
@@ -23,6 +27,7 @@ from pathlib import Path
 
 from tagger.data.build import available_cores, build_store
 from tagger.data.folder import folder_plan
+from tagger.data.jamendo import SUBSETS, jamendo_plan
 from tagger.data.mtat import mtat_plan
 from tagger.data.store import DEFAULT_MIN_SECONDS, META_FILE, TRUNCATED_POLICIES, StorePlan
 from tagger.errors import ConfigError
@@ -44,8 +49,9 @@ def parser() -> argparse.ArgumentParser:
     )
     sources = main.add_subparsers(dest="source", required=True, metavar="SOURCE")
 
-    def common(sub: argparse.ArgumentParser, sample_rate: int) -> None:
-        sub.add_argument("--root", type=Path, required=True, help="the dataset's directory")
+    def common(sub: argparse.ArgumentParser, sample_rate: int, root: bool = True) -> None:
+        if root:
+            sub.add_argument("--root", type=Path, required=True, help="the dataset's directory")
         sub.add_argument("--out", type=Path, required=True, help="the store directory to write")
         sub.add_argument("--sample-rate", type=int, default=sample_rate, help="Hz to store at")
         sub.add_argument(
@@ -70,7 +76,9 @@ def parser() -> argparse.ArgumentParser:
     mtat = sources.add_parser("mtat", help="the raw MagnaTagATune release (mp3 + CSV)")
     common(mtat, 16000)
     mtat.add_argument("--tags", default="top50", help="top50, merged50 or a tag-set file")
-    mtat.add_argument("--split", default="dieleman", help="dieleman, coursework or clean:DIR")
+    mtat.add_argument(
+        "--split", default="dieleman", help="dieleman, coursework, clean:DIR or pons:DIR"
+    )
 
     folder = sources.add_parser("folder", help="any folder of audio with a labels CSV")
     common(folder, 16000)
@@ -98,12 +106,42 @@ def parser() -> argparse.ArgumentParser:
     folder.add_argument("--val-fraction", type=float, default=0.1, help="without a split column")
     folder.add_argument("--test-fraction", type=float, default=0.1, help="without a split column")
     folder.add_argument("--seed", type=int, default=0, help="seed of the split")
+
+    jamendo = sources.add_parser("jamendo", help="MTG-Jamendo (mp3 tracks + split files)")
+    common(jamendo, 16000, root=False)
+    jamendo.add_argument("--audio", type=Path, required=True, help="the folder of 00-99")
+    jamendo.add_argument(
+        "--splits", type=Path, required=True, help="the folder of split-0 ... split-4"
+    )
+    jamendo.add_argument(
+        "--subset", default="top50tags", help=f"tag subset: {', '.join(SUBSETS)}"
+    )
+    jamendo.add_argument("--split-index", type=int, default=0, help="split-N to use, 0-4")
+    jamendo.add_argument(
+        "--max-seconds", type=float, default=None, help="keep the middle S s of longer tracks"
+    )
+    jamendo.add_argument(
+        "--min-seconds",
+        type=float,
+        default=None,
+        help=f"zero-pad shorter tracks to S s (listed); default {DEFAULT_MIN_SECONDS:g}",
+    )
     return main
 
 
 def plan_from(args: argparse.Namespace) -> StorePlan:
     if args.source == "mtat":
         plan = mtat_plan(args.root, args.sample_rate, args.tags, args.split)
+    elif args.source == "jamendo":
+        plan = jamendo_plan(
+            args.audio,
+            args.splits,
+            args.sample_rate,
+            args.subset,
+            args.split_index,
+            args.max_seconds,
+            args.min_seconds,
+        )
     else:
         plan = folder_plan(
             args.root,

@@ -58,22 +58,23 @@ def read_annotations(root: Path) -> tuple[list[str], np.ndarray, list[str]]:
 
 def mtat_plan(root: Path, sample_rate: int, tags: str, split: str) -> StorePlan:
     """The clips of the release at ``root``, labelled with tag set ``tags`` and split by rule
-    ``split`` (``dieleman``, ``coursework`` or ``clean:DIR``), dropped where the rule says."""
+    ``split`` (``dieleman``, ``coursework``, ``clean:DIR`` or ``pons:DIR``), dropped where
+    the rule says."""
     if not root.is_dir():
         raise ConfigError(f"--root {root}: no such directory (expected the MTAT release)")
     tag_set, rule = tagset(tags), split_rule(split)
     ids, raw, paths = read_annotations(root)
     labels = tag_set.labels(raw)
     clips, dropped = [], {"no_tag_in_set": 0, "in_no_split": 0}
-    if rule.by_path:
-        unknown = sorted(set(rule.by_path) - set(paths))
-        if unknown:
-            raise ConfigError(
-                f"--split {split}: {len(unknown)} listed clip(s) are not in {root / ANNOTATIONS}, "
-                f"e.g. {unknown[0]}"
-            )
+    kind, listed = rule.listed()
+    unknown = sorted(set(listed) - set(ids if kind == "clip id" else paths))
+    if unknown:
+        raise ConfigError(
+            f"--split {split}: {len(unknown)} listed clip(s) are not in {root / ANNOTATIONS}, "
+            f"e.g. {kind} {unknown[0]}; use the split files made for this copy of MTAT"
+        )
     for clip_id, row, mp3_path in zip(ids, labels, paths, strict=True):
-        clip_split = rule.split_of(mp3_path)
+        clip_split = rule.split_of(clip_id, mp3_path)
         if clip_split is None:
             dropped["in_no_split"] += 1
         elif rule.drop_untagged and not row.any():

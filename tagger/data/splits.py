@@ -9,6 +9,8 @@ MTAT's clips sit in 16 folders ("parts") ``0``-``f``; the split rules in use
     clean:DIR    the split files in DIR (``train``/``valid``/``test`` as ``.npy`` arrays of
                  ``"<index>\\t<part>/<file>.mp3"`` or ``.txt`` lists of mp3 paths); clips in
                  no file, or with no tag in the tag set, are dropped
+    pons:DIR     Pons et al.'s files in DIR (``{train,val,test}_gt_mtt.tsv``, one clip a line:
+                 ``<clip_id>\\t[<50 floats>]``), by clip id; clips in no file are dropped
 """
 
 from __future__ import annotations
@@ -26,25 +28,38 @@ SPLIT_NAMES = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class SplitRule:
-    """Which split each MTAT clip belongs to, by its part or by its path.
+    """Which split each MTAT clip belongs to, by its part, its path or its id.
 
     Attributes:
-        name: ``dieleman``, ``coursework`` or ``clean:DIR``.
+        name: ``dieleman``, ``coursework``, ``clean:DIR`` or ``pons:DIR``.
         drop_untagged: drop clips with no tag of the tag set (counted in the store's meta).
         by_part: part (``0``-``f``) -> split, for rules defined by part.
-        by_path: mp3 path (``<part>/<file>.mp3``) -> split, for rules given as lists.
+        by_path: mp3 path (``<part>/<file>.mp3``) -> split, for rules given as path lists.
+        by_id: clip id (``annotations_final.csv``'s ``clip_id``) -> split, for rules given
+            as id lists.
     """
 
     name: str
     drop_untagged: bool
     by_part: dict[str, str] = field(default_factory=dict)
     by_path: dict[str, str] = field(default_factory=dict)
+    by_id: dict[str, str] = field(default_factory=dict)
 
-    def split_of(self, mp3_path: str) -> str | None:
-        """The split of the clip at ``mp3_path`` (relative to the MTAT root), None if in none."""
+    def split_of(self, clip_id: str, mp3_path: str) -> str | None:
+        """The split of clip ``clip_id`` at ``mp3_path`` (relative to the MTAT root), None if
+        in none."""
+        if self.by_id:
+            return self.by_id.get(clip_id)
         if self.by_path:
             return self.by_path.get(mp3_path)
         return self.by_part.get(mp3_path.split("/", 1)[0])
+
+    def listed(self) -> tuple[str, dict[str, str]]:
+        """For rules given as lists: what they list (``clip id`` or ``mp3 path``) and the
+        list; ``("", {})`` for rules by part."""
+        if self.by_id:
+            return "clip id", self.by_id
+        return ("mp3 path", self.by_path) if self.by_path else ("", {})
 
 
 def _parts(first: str, last: str, split: str) -> dict[str, str]:
@@ -85,8 +100,48 @@ def _clean_rule(directory: Path) -> SplitRule:
     return SplitRule(f"clean:{directory}", drop_untagged=True, by_path=by_path)
 
 
+#: The split files of Pons et al.'s MTAT split, by split.
+PONS_FILES = {"train": "train_gt_mtt.tsv", "val": "val_gt_mtt.tsv", "test": "test_gt_mtt.tsv"}
+
+
+def _read_gt_file(path: Path) -> list[str]:
+    """The clip ids of a Pons ``*_gt_mtt.tsv`` file (``<clip_id>\\t[<floats>]`` lines)."""
+    ids = []
+    for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not text.strip():
+            continue
+        clip_id, tab, vector = text.partition("\t")
+        if not tab or not clip_id.strip().isdigit() or not vector.strip().startswith("["):
+            raise ConfigError(
+                f"{path} line {line}: expected `<clip_id>\\t[<50 numbers>]` (a clip id of "
+                f"annotations_final.csv, a TAB, the clip's tag vector); found {text[:60]!r}"
+            )
+        ids.append(clip_id.strip())
+    return ids
+
+
+def _pons_rule(directory: Path) -> SplitRule:
+    if not directory.is_dir():
+        raise ConfigError(f"--split pons:{directory}: no such directory of split files")
+    by_id: dict[str, str] = {}
+    for split, name in PONS_FILES.items():
+        path = directory / name
+        if not path.is_file():
+            raise ConfigError(
+                f"--split pons:{directory}: expected {', '.join(PONS_FILES.values())} in that "
+                f"directory; {name} is not there"
+            )
+        for clip_id in _read_gt_file(path):
+            if by_id.setdefault(clip_id, split) != split:
+                raise ConfigError(
+                    f"{path}: clip {clip_id} is already in {PONS_FILES[by_id[clip_id]]}; a "
+                    "clip can be in one split only"
+                )
+    return SplitRule(f"pons:{directory}", drop_untagged=False, by_id=by_id)
+
+
 def split_rule(spec: str) -> SplitRule:
-    """``dieleman``, ``coursework`` or ``clean:DIR`` -> the ``SplitRule``."""
+    """``dieleman``, ``coursework``, ``clean:DIR`` or ``pons:DIR`` -> the ``SplitRule``."""
     if spec == "dieleman":
         return SplitRule(
             "dieleman",
@@ -101,7 +156,9 @@ def split_rule(spec: str) -> SplitRule:
         )
     if spec.startswith("clean:"):
         return _clean_rule(Path(spec.removeprefix("clean:")))
-    raise ConfigError(f"--split {spec!r}: expected dieleman, coursework or clean:DIR")
+    if spec.startswith("pons:"):
+        return _pons_rule(Path(spec.removeprefix("pons:")))
+    raise ConfigError(f"--split {spec!r}: expected dieleman, coursework, clean:DIR or pons:DIR")
 
 
 def seeded_split(n_items: int, val_fraction: float, test_fraction: float, seed: int) -> list[str]:
