@@ -9,6 +9,8 @@
   magnitude spectra sorted by peak frequency (Dieleman & Schrauwen 2014, Fig. 3).
 * ``plot_roc_pr_curves``: a split's macro ROC and precision-recall curves, with those of
   its best and worst tag, labelled with their AUCs.
+* ``plot_robustness``: macro AUCs against the strength of each perturbation family
+  (``tagger robustness``).
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import csv
 import math
 import warnings
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -260,3 +263,31 @@ def plot_roc_pr_curves(
         axis.grid(alpha=0.3)
     _save(figure, path)
     return legends
+
+
+def plot_robustness(
+    rows: Sequence[Mapping[str, Any]], titles: Mapping[str, tuple[str, str]], path: Path
+) -> Path:
+    """One panel per perturbation family: macro ROC-AUC and PR-AUC against its strength.
+
+    rows: ``{"family", "strength", "roc_auc", "pr_auc"}`` per condition; the ``clean`` row
+    is drawn in every panel as a dotted line. titles: family -> (title, unit of strength).
+    """
+    clean = next(row for row in rows if row["family"] == "clean")
+    families = list(dict.fromkeys(row["family"] for row in rows if row["family"] != "clean"))
+    figure = Figure(figsize=(3.6 * max(1, len(families)), 3.6), layout="constrained")
+    axes = figure.subplots(1, max(1, len(families)), squeeze=False, sharey=True)[0]
+    for axis, family in zip(axes, families, strict=False):
+        points = sorted((row["strength"], row["roc_auc"], row["pr_auc"])
+                        for row in rows if row["family"] == family)  # fmt: skip
+        strengths = [p[0] for p in points]
+        for column, key, name, color in ((1, "roc_auc", "ROC-AUC", "tab:blue"),
+                                         (2, "pr_auc", "PR-AUC", "tab:orange")):  # fmt: skip
+            axis.plot(strengths, [p[column] for p in points], marker="o", color=color, label=name)
+            axis.axhline(clean[key], color=color, ls=":", lw=1, label=f"{name} clean")
+        title, unit = titles[family]
+        axis.set(title=title, xlabel=unit)
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel("macro AUC")
+    axes[0].legend(fontsize="small")
+    return _save(figure, path)
