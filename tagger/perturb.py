@@ -15,14 +15,14 @@ and work on whole batches; :mod:`tagger.augment` composes them into training
 augmentation.
 
 Filters are zero-phase and applied in the frequency domain over the whole row (FFT of
-the row, multiplied by a Butterworth magnitude response, inverse FFT), so each example
-may have its own cutoff at no extra cost, and a row is treated as periodic (its end
-leaks into its start by the filter's short impulse response).
+the row zero-padded to a fast length, multiplied by a Butterworth magnitude response,
+inverse FFT), so each example may have its own cutoff at no extra cost.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -56,7 +56,7 @@ def add_noise(x: Tensor, snr_db: Scalar, generator: torch.Generator | None = Non
     power = xf.pow(2).mean(dim=-1, keepdim=True)
     noise_power = power / 10.0 ** (_as_factor(snr_db, x) / 10.0)
     noise = torch.randn(xf.shape, generator=generator, device=x.device, dtype=torch.float32)
-    return (xf + noise * noise_power.sqrt()).to(x.dtype)
+    return noise.mul_(noise_power.sqrt()).add_(xf).to(x.dtype)
 
 
 def resample(x: Tensor, length: int) -> Tensor:
@@ -157,15 +157,62 @@ def pitch_shift(x: Tensor, semitones: float, n_fft: int = 1024) -> Tensor:
     return resample(time_stretch(x, 2.0 ** (-float(semitones) / 12.0), n_fft), n)
 
 
-def _freqs(x: Tensor, sample_rate: float) -> Tensor:
-    """The rfft bin frequencies of x's rows, in Hz: [T // 2 + 1]."""
-    return torch.fft.rfftfreq(x.shape[-1], d=1.0 / sample_rate, device=x.device)
+def _reflected(x: Tensor, length: int) -> Tensor:
+    """x [..., T] continued backwards from its end, then forwards again, ...: [..., length]."""
+    n = x.shape[-1]
+    if length - n < n:  # the usual case: one reflection
+        return torch.nn.functional.pad(x, (0, length - n), mode="reflect")
+    parts, total, backwards = [x], n, True
+    while total < length:
+        parts.append((x.flip(-1) if backwards else x)[..., 1:])
+        total, backwards = total + n - 1, not backwards
+    return torch.cat(parts, dim=-1)[..., :length].contiguous()
 
 
-def _apply_response(x: Tensor, response: Tensor) -> Tensor:
-    """Multiply x's spectrum by a real response [..., F] (zero-phase), back to [..., T]."""
-    spec = torch.fft.rfft(x.float(), dim=-1) * response
-    return torch.fft.irfft(spec, n=x.shape[-1], dim=-1).to(x.dtype)
+def speed(x: Tensor, factor: float) -> Tensor:
+    """x [..., T] played ``factor`` times faster, as a tape would be, length kept: pitch and
+    tempo both change by ``factor`` (2 ** (semitones / 12) for a shift in semitones).
+
+    The first round(T * factor) samples are linearly interpolated onto T; a faster row
+    (factor > 1) is continued backwards from its end (reflected), so there is no jump.
+    Far cheaper than :func:`pitch_shift` (one interpolation pass), without its
+    anti-aliasing: meant for shifts of a few semitones.
+    """
+    factor = float(factor)
+    if factor <= 0:
+        raise ValueError(f"speed: factor must be > 0, got {factor}")
+    n = x.shape[-1]
+    need = max(2, round(n * factor))
+    if need == n or n < 2:
+        return x
+    rows = x.float().reshape(-1, 1, n)
+    source = _reflected(rows, need) if need > n else rows[..., :need].contiguous()
+    out = torch.nn.functional.interpolate(source, size=n, mode="linear", align_corners=True)
+    return out.reshape(x.shape).to(x.dtype)
+
+
+def fast_length(n: int) -> int:
+    """The smallest 2^a 3^b 5^c >= n: an FFT length as fast as a power of two, or nearly."""
+    best = 1 << max(n - 1, 0).bit_length()
+    fives = 1
+    while fives < best:
+        threes = fives
+        while threes < best:
+            size = threes << max(0, (n - 1) // threes).bit_length()  # threes * 2^k >= n
+            best = min(best, size)
+            threes *= 3
+        fives *= 5
+    return best
+
+
+def _filtered(x: Tensor, sample_rate: float, response: Callable[[Tensor], Tensor]) -> Tensor:
+    """x [..., T] with its spectrum multiplied by ``response(freqs in Hz)`` (real, [..., F]):
+    zero-phase, computed over the row zero-padded to ``fast_length(T)``."""
+    n = x.shape[-1]
+    size = fast_length(n)
+    freqs = torch.fft.rfftfreq(size, d=1.0 / sample_rate, device=x.device)
+    spec = torch.fft.rfft(x.float(), n=size, dim=-1) * response(freqs)
+    return torch.fft.irfft(spec, n=size, dim=-1)[..., :n].to(x.dtype)
 
 
 def _low_response(freqs: Tensor, cutoff: Tensor | float, order: int) -> Tensor:
@@ -174,9 +221,10 @@ def _low_response(freqs: Tensor, cutoff: Tensor | float, order: int) -> Tensor:
 
 
 def _high_response(freqs: Tensor, cutoff: Tensor | float, order: int) -> Tensor:
-    """Butterworth high-pass magnitude 1 / sqrt(1 + (fc / f) ** (2 order)); 0 at DC."""
-    ratio = (freqs / cutoff) ** (2 * order)
-    return (ratio / (1.0 + ratio)).sqrt()
+    """Butterworth high-pass magnitude 1 / sqrt(1 + (fc / f) ** (2 order)): 0 at DC, except
+    for fc = 0 (all frequencies passed)."""
+    nonzero = freqs.clamp_min(torch.finfo(torch.float32).tiny)
+    return (1.0 + (cutoff / nonzero) ** (2 * order)).rsqrt()
 
 
 def lowpass(x: Tensor, cutoff_hz: Scalar, sample_rate: float, order: int = 4) -> Tensor:
@@ -186,21 +234,27 @@ def lowpass(x: Tensor, cutoff_hz: Scalar, sample_rate: float, order: int = 4) ->
     24 dB per octave above the cutoff.
     """
     cutoff = _as_factor(cutoff_hz, x)
-    return _apply_response(x, _low_response(_freqs(x, sample_rate), cutoff, order))
+    return _filtered(x, sample_rate, lambda freqs: _low_response(freqs, cutoff, order))
 
 
 def highpass(x: Tensor, cutoff_hz: Scalar, sample_rate: float, order: int = 4) -> Tensor:
     """Zero-phase Butterworth-magnitude high-pass of x [..., T] (-3 dB at cutoff_hz)."""
     cutoff = _as_factor(cutoff_hz, x)
-    return _apply_response(x, _high_response(_freqs(x, sample_rate), cutoff, order))
+    return _filtered(x, sample_rate, lambda freqs: _high_response(freqs, cutoff, order))
 
 
 def bandpass(
     x: Tensor, low_hz: Scalar, high_hz: Scalar, sample_rate: float, order: int = 4
 ) -> Tensor:
-    """Zero-phase band-pass of x [..., T]: high-pass at low_hz times low-pass at high_hz."""
-    freqs = _freqs(x, sample_rate)
-    response = _high_response(freqs, _as_factor(low_hz, x), order) * _low_response(
-        freqs, _as_factor(high_hz, x), order
+    """Zero-phase band-pass of x [..., T]: high-pass at low_hz times low-pass at high_hz.
+
+    Both are floats or tensors broadcastable to ``x[..., :1]``; ``low_hz=0`` or
+    ``high_hz=inf`` leaves that side open, so one call can low-pass some rows, high-pass
+    others and band-pass the rest (one FFT for all).
+    """
+    low, high = _as_factor(low_hz, x), _as_factor(high_hz, x)
+    return _filtered(
+        x,
+        sample_rate,
+        lambda freqs: _high_response(freqs, low, order) * _low_response(freqs, high, order),
     )
-    return _apply_response(x, response)

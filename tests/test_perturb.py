@@ -109,6 +109,19 @@ def test_pitch_shift_zero_is_identity():
     assert torch.equal(perturb.pitch_shift(x, 0.0), x)
 
 
+@pytest.mark.parametrize("semitones", [2.0, -2.0, 12.0, 24.0])
+def test_speed_moves_the_peak_and_keeps_the_length(semitones):
+    factor = 2 ** (semitones / 12)
+    x = sine(440).view(1, 1, -1)
+    y = perturb.speed(x, factor)
+    assert y.shape == x.shape
+    head = y[0, 0, : int(SR / max(factor, 1)) - 1]  # the part read forwards
+    assert abs(peak_hz(head) - 440 * factor) < 2 * SR / head.shape[-1] + 1
+    assert 0.9 < rms(y) / rms(x) < 1.1
+    assert (y[0, 0, 1:] - y[0, 0, :-1]).abs().max() < 0.5 * 2 * math.pi * 440 * factor / SR * 1.1
+    assert torch.equal(perturb.speed(x, 1.0), x)
+
+
 def test_short_rows_stretch_and_shift():
     x = torch.randn(4, 1, 300)
     assert perturb.pitch_shift(x, 2.0).shape == x.shape
@@ -137,6 +150,17 @@ def test_filters_take_a_cutoff_per_row():
     assert level_db(out[0, 0], x[0, 0]) < -20 and abs(level_db(out[1, 0], x[1, 0])) < 0.1
 
 
+def test_bandpass_with_an_open_side_is_a_lowpass_or_highpass_per_row():
+    x = torch.stack([sine(200), sine(5000)]).view(2, 1, -1)
+    low = torch.tensor([0.0, 1000.0]).view(2, 1, 1)
+    high = torch.tensor([1000.0, math.inf]).view(2, 1, 1)
+    out = perturb.bandpass(x, low, high, SR)
+    torch.testing.assert_close(out[0], perturb.lowpass(x[0], 1000.0, SR))
+    torch.testing.assert_close(out[1], perturb.highpass(x[1], 1000.0, SR))
+    assert abs(level_db(out[0, 0], x[0, 0])) < 0.1 and abs(level_db(out[1, 0], x[1, 0])) < 0.1
+    torch.testing.assert_close(perturb.bandpass(x, 0.0, math.inf, SR), x, atol=1e-6, rtol=0)
+
+
 def test_dtype_kept_in_bfloat16():
     x = torch.randn(2, 1, 2048).bfloat16()
     for out in (
@@ -156,3 +180,17 @@ def test_bad_arguments_refused():
         perturb.resample(torch.randn(100), 0)
     with pytest.raises(ValueError, match="16 samples"):
         perturb.pitch_shift(torch.randn(2, 10), 1.0)
+
+
+def test_fast_length_is_the_next_5_smooth_size():
+    def smooth(m: int) -> bool:
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        return m == 1
+
+    for n in [*range(1, 400), 34950, 4097]:
+        size = perturb.fast_length(n)
+        assert size >= n and smooth(size)
+        assert not any(smooth(k) for k in range(n, size))
+    assert perturb.fast_length(34950) == 34992
