@@ -145,8 +145,9 @@ def robustness(
     loader = datamodule.loader(split)
     conditions = [("clean", None)] + [(f, s) for f, values in strengths.items() for s in values]
     rows = []
-    for name, strength in tqdm(conditions, desc="robustness", unit="condition",
-                               disable=not progress):  # fmt: skip
+    bar = tqdm(conditions, desc="robustness", unit="condition", disable=not progress)
+    for name, strength in bar:
+        bar.set_postfix_str(name if strength is None else f"{name} {strength:g}")
         if strength is None:
             scores = split_scores(model, loader, target)
             unit = ""
@@ -169,6 +170,11 @@ def robustness(
     )
 
 
+def _change(value: float, clean: float) -> str:
+    """``value - clean`` with a sign and 4 decimals; a change that rounds to zero is +0.0000."""
+    return f"{round(value - clean, 4) + 0.0:+.4f}"
+
+
 def render_markdown(result: Robustness) -> str:
     """``robustness.md``: the conditions' macro AUCs and their change from clean, clean first."""
     clean = result.table.iloc[0]
@@ -188,8 +194,8 @@ def render_markdown(result: Robustness) -> str:
             continue
         lines.append(
             f"| {FAMILIES[row.family].title} | {row.strength:g} {row.unit} | {row.roc_auc:.4f} "
-            f"| {row.roc_auc - clean.roc_auc:+.4f} | {row.pr_auc:.4f} "
-            f"| {row.pr_auc - clean.pr_auc:+.4f} |"
+            f"| {_change(row.roc_auc, clean.roc_auc)} | {row.pr_auc:.4f} "
+            f"| {_change(row.pr_auc, clean.pr_auc)} |"
         )
     return "\n".join(lines) + "\n"
 
