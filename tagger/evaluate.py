@@ -3,8 +3,8 @@
 The model and the data are rebuilt from the checkpoint alone (its hyperparameters and
 the run config that training stored in it). Writes ``metrics.json`` and
 ``predictions.csv`` into the eval run's directory, with the figures of
-``tagger.figures``: ``per_tag_auc.png``/``.csv``, ``clips.md``, ``curves.png`` and, for
-raw-audio models, ``filter_spectra.png`` and ``filters.png``.
+``tagger.figures``: ``per_tag_auc.png``/``.csv``, ``roc_pr_curves.png``, ``clips.md``,
+``curves.png`` and, for raw-audio models, ``filter_spectra.png`` and ``filters.png``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from tagger.figures import (
     first_conv,
     plot_first_layer_filters,
     plot_per_tag_auc,
+    plot_roc_pr_curves,
     plot_training_curves,
 )
 from tagger.metrics import TagScores, tag_scores
@@ -53,6 +54,9 @@ def write_figures(
         write_text(run_dir / "clips.md",
                    best_and_worst_clips(clip_ids, labels, probs, model.tag_names)),
     ]  # fmt: skip
+    roc_pr = run_dir / "roc_pr_curves.png"
+    plot_roc_pr_curves(model.tag_names, labels, probs, roc_pr)
+    written.append(roc_pr)
     training_log = ckpt_path.resolve().parent.parent / "csv" / "metrics.csv"
     if training_log.is_file():
         written.append(plot_training_curves({"run": training_log}, run_dir / "curves.png"))
@@ -64,17 +68,29 @@ def write_figures(
     return written
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Evaluate ``cfg.ckpt_path`` on ``cfg.split``; return what is written to metrics.json."""
-    started = time.time()
-    model, run_config = load_trained(cfg.ckpt_path)
-    datamodule: ClipDataModule = instantiate(OmegaConf.merge(run_config["data"], cfg.data))
+def load_for_evaluation(
+    ckpt_path: str | Path, data_overrides: DictConfig | dict[str, Any], split: str = "auto"
+) -> tuple[TaggingModule, dict[str, Any], ClipDataModule, str]:
+    """The trained module, its run config, its data and the split to evaluate.
+
+    The data is the run config's ``data`` with ``data_overrides`` merged in; ``split`` is
+    test, val or auto (test if the data has a test split, else val). Raises ``ConfigError``
+    for an unreadable checkpoint or a split the data does not have.
+    """
+    model, run_config = load_trained(ckpt_path)
+    datamodule: ClipDataModule = instantiate(OmegaConf.merge(run_config["data"], data_overrides))
     sizes = datamodule.split_sizes()
-    split = cfg.split
     if split == "auto":
         split = "test" if sizes["test_clips"] else "val"
     if not sizes.get(f"{split}_clips"):
         raise ConfigError(f"split={split}: this data has no such split ({sizes})")
+    return model, run_config, datamodule, split
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate ``cfg.ckpt_path`` on ``cfg.split``; return what is written to metrics.json."""
+    started = time.time()
+    model, run_config, datamodule, split = load_for_evaluation(cfg.ckpt_path, cfg.data, cfg.split)
 
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     outputs = trainer.predict(model, dataloaders=datamodule.loader(split))

@@ -7,15 +7,21 @@
   true tags and top predictions, as a Markdown table (its qualitative results).
 * ``plot_first_layer_filters``: a raw-audio model's first-layer filters and their
   magnitude spectra sorted by peak frequency (Dieleman & Schrauwen 2014, Fig. 3).
+* ``plot_roc_pr_curves``: a split's macro ROC and precision-recall curves, with those of
+  its best and worst tag, labelled with their AUCs.
+* ``plot_robustness``: macro AUCs against the strength of each perturbation family
+  (``tagger robustness``).
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import warnings
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -167,3 +173,121 @@ def plot_first_layer_filters(
         axis.set_axis_off()
     _save(figure, filters_png)
     return peaks[order]
+
+
+#: Points of the common grid on which the tags' ROC and PR curves are averaged.
+CURVE_GRID = 501
+
+
+def tag_curves(
+    labels: np.ndarray, probs: np.ndarray, grid: int = CURVE_GRID
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every scorable tag's ROC and PR curve, sampled on one grid of ``grid`` points in [0, 1].
+
+    labels, probs: [clips, tags]. Returns the grid and, per tag, the true-positive rate at
+    each false-positive rate and the precision at each recall ([tags, grid], NaN rows for
+    tags without a positive or a negative clip). The ROC curve is linear between its points
+    (the trapezoids of its AUC); precision is the step function that average precision sums
+    (at recall r, the precision of the first threshold whose recall reaches r). Their means
+    over tags are the macro curves, whose areas are the macro ROC-AUC and PR-AUC up to the
+    grid's resolution.
+    """
+    # local import: torchmetrics' curve functions are only needed here
+    from torchmetrics.functional.classification import (
+        multilabel_precision_recall_curve,
+        multilabel_roc,
+    )
+
+    scores, targets = torch.from_numpy(probs).float(), torch.from_numpy(labels).long()
+    num_tags = targets.shape[1]
+    valid = tag_scores(scores, targets).valid.numpy()
+    with warnings.catch_warnings():  # degenerate tags warn here; they are left out below
+        warnings.simplefilter("ignore", UserWarning)
+        fprs, tprs, _ = multilabel_roc(scores, targets, num_tags, thresholds=None)
+        precisions, recalls, _ = multilabel_precision_recall_curve(
+            scores, targets, num_tags, thresholds=None
+        )
+    x = np.linspace(0.0, 1.0, grid)
+    tpr = np.full((num_tags, grid), np.nan)
+    precision = np.full((num_tags, grid), np.nan)
+    for tag in np.flatnonzero(valid):
+        tpr[tag] = np.interp(x, fprs[tag].double().numpy(), tprs[tag].double().numpy())
+        # recall descends along the thresholds; take each recall's first (highest) threshold
+        recall_levels, first = np.unique(recalls[tag].double().numpy()[::-1], return_index=True)
+        at_level = precisions[tag].double().numpy()[::-1][first]
+        precision[tag] = at_level[np.searchsorted(recall_levels, x, side="left")]
+    return x, tpr, precision
+
+
+def plot_roc_pr_curves(
+    tag_names: Sequence[str], labels: np.ndarray, probs: np.ndarray, path: Path
+) -> dict[str, list[str]]:
+    """ROC and PR curves of a split: the macro curves and those of the best and worst tag.
+
+    labels, probs: [clips, tags]. The macro curves are ``tag_curves`` averaged over the
+    scorable tags; their legend gives the macro ROC-AUC and PR-AUC of ``metrics.json`` (the
+    mean of the per-tag AUCs). The best and worst tags are those of highest and lowest
+    ROC-AUC, labelled with their own AUCs. Returns the legend texts as drawn:
+    ``{"roc": [...], "pr": [...]}`` (empty lists when no tag can be scored).
+    """
+    scores = tag_scores(torch.from_numpy(probs).float(), torch.from_numpy(labels).long())
+    x, tpr, precision = tag_curves(labels, probs)
+    figure = Figure(figsize=(11, 4.5))
+    roc_axis, pr_axis = figure.subplots(1, 2)
+    roc_axis.plot([0, 1], [0, 1], color="0.7", ls=":", lw=1)
+    roc_axis.set(xlabel="false-positive rate", ylabel="true-positive rate", title="ROC")
+    pr_axis.set(xlabel="recall", ylabel="precision", title="precision-recall")
+    legends: dict[str, list[str]] = {"roc": [], "pr": []}
+    if scores.valid.any():
+        valid = scores.valid.numpy()
+        roc_auc, pr_auc = scores.roc_auc.numpy(), scores.pr_auc.numpy()
+        ranked = np.flatnonzero(valid)[np.argsort(-roc_auc[valid], kind="stable")]
+        roc_axis.plot(x, tpr[valid].mean(axis=0), color="k", lw=2,
+                      label=f"macro (ROC-AUC {scores.macro_roc_auc:.4f})")  # fmt: skip
+        pr_axis.plot(x, precision[valid].mean(axis=0), color="k", lw=2, drawstyle="steps-pre",
+                     label=f"macro (PR-AUC {scores.macro_pr_auc:.4f})")  # fmt: skip
+        for rank, tag, color in (("best", ranked[0], "tab:green"),
+                                 ("worst", ranked[-1], "tab:red")):  # fmt: skip
+            name = tag_names[tag]
+            roc_axis.plot(x, tpr[tag], color=color,
+                          label=f"{rank}: {name} (ROC-AUC {roc_auc[tag]:.4f})")  # fmt: skip
+            pr_axis.plot(x, precision[tag], color=color, drawstyle="steps-pre",
+                         label=f"{rank}: {name} (PR-AUC {pr_auc[tag]:.4f})")  # fmt: skip
+        for key, axis in (("roc", roc_axis), ("pr", pr_axis)):
+            legend = axis.legend(fontsize="small", loc="lower right" if key == "roc" else "best")
+            legends[key] = [text.get_text() for text in legend.get_texts()]
+    else:
+        roc_axis.text(0.5, 0.5, "no tag has both a positive and a negative clip", ha="center")
+    for axis in (roc_axis, pr_axis):
+        axis.set(xlim=(0, 1), ylim=(0, 1.02))
+        axis.grid(alpha=0.3)
+    _save(figure, path)
+    return legends
+
+
+def plot_robustness(
+    rows: Sequence[Mapping[str, Any]], titles: Mapping[str, tuple[str, str]], path: Path
+) -> Path:
+    """One panel per perturbation family: macro ROC-AUC and PR-AUC against its strength.
+
+    rows: ``{"family", "strength", "roc_auc", "pr_auc"}`` per condition; the ``clean`` row
+    is drawn in every panel as a dotted line. titles: family -> (title, unit of strength).
+    """
+    clean = next(row for row in rows if row["family"] == "clean")
+    families = list(dict.fromkeys(row["family"] for row in rows if row["family"] != "clean"))
+    figure = Figure(figsize=(3.6 * max(1, len(families)), 3.6), layout="constrained")
+    axes = figure.subplots(1, max(1, len(families)), squeeze=False, sharey=True)[0]
+    for axis, family in zip(axes, families, strict=False):
+        points = sorted((row["strength"], row["roc_auc"], row["pr_auc"])
+                        for row in rows if row["family"] == family)  # fmt: skip
+        strengths = [p[0] for p in points]
+        for column, key, name, color in ((1, "roc_auc", "ROC-AUC", "tab:blue"),
+                                         (2, "pr_auc", "PR-AUC", "tab:orange")):  # fmt: skip
+            axis.plot(strengths, [p[column] for p in points], marker="o", color=color, label=name)
+            axis.axhline(clean[key], color=color, ls=":", lw=1, label=f"{name} clean")
+        title, unit = titles[family]
+        axis.set(title=title, xlabel=unit)
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel("macro AUC")
+    axes[0].legend(fontsize="small")
+    return _save(figure, path)

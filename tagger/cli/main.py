@@ -16,11 +16,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("tagger.cli.predict", "tag audio files or folders with a checkpoint"),
     "export": ("tagger.cli.export", "a checkpoint as a standalone TorchScript or ONNX model"),
     "bench": ("tagger.cli.bench", "training throughput: model step, framework, coursework loop"),
+    "robustness": ("tagger.cli.robustness", "AUC under time stretch, pitch shift, gain, noise"),
 }
 
 
 def usage() -> str:
-    lines = [f"  {name:<8} {text}" for name, (_, text) in COMMANDS.items()]
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}} {text}" for name, (_, text) in COMMANDS.items()]
     return "usage: tagger COMMAND [arguments]\n\ncommands:\n" + "\n".join(lines) + "\n"
 
 
