@@ -103,19 +103,24 @@ if ((${#missing[@]})); then
     export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=$repo${PYTHONPATH:+:$PYTHONPATH}
-"$PYTHON" -c '
-import importlib, sys
-for pair in sys.argv[1:]:
-    module = pair.split(":")[0]
+# Every dependency imports, and the device is there: one line on it for the table's title.
+"$PYTHON" - "$device" "${deps[@]}" >"$work/title.txt" <<'PY' || exit 2
+import importlib, platform, sys
+
+device, pairs = sys.argv[1], sys.argv[2:]
+for module in (pair.split(":")[0] for pair in pairs):
     try:
         importlib.import_module(module)
     except Exception as error:
         sys.exit(f"gpu_check: error: {module} does not import: {type(error).__name__}: {error}")
-' "${deps[@]}" || exit 2
-if [[ $device == cuda ]]; then
-    "$PYTHON" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' \
-        || fail "$PYTHON sees no CUDA GPU (torch $("$PYTHON" -c 'import torch; print(torch.__version__)')); on a CPU-only machine use --device cpu"
-fi
+import torch
+
+if device == "cuda" and not torch.cuda.is_available():
+    sys.exit(f"gpu_check: error: {sys.executable} sees no CUDA GPU (torch {torch.__version__}); "
+             "on a CPU-only machine use --device cpu")
+name = torch.cuda.get_device_name() if device == "cuda" else f"CPU ({platform.machine()})"
+print(f"{name}; torch {torch.__version__}, Python {platform.python_version()}")
+PY
 
 # 2. The rows: label | train.py overrides of that row.
 rows=(
@@ -146,17 +151,14 @@ for i in "${!rows[@]}"; do
 done
 
 # 3. One table: each row's medians, or why it has none.
-"$PYTHON" - "$work" "$device" "$clips" "$steps" "$warmup" "$rounds" "$((SECONDS - started))" <<'EOF'
-import json, platform, sys
+"$PYTHON" - "$work" "$clips" "$steps" "$warmup" "$rounds" "$((SECONDS - started))" <<'PY'
+import json, sys
 from pathlib import Path
 
-import torch
-
-work, device, clips, steps, warmup, rounds, seconds = sys.argv[1:]
-where = torch.cuda.get_device_name() if device == "cuda" else f"CPU ({platform.processor() or platform.machine()})"
-print(f"\n{where}; torch {torch.__version__}, Python {platform.python_version()}; baseline "
-      f"256/256, {clips} clips; medians of {rounds} round(s) of {steps} timed steps after "
-      f"{warmup}; {seconds} s in all\n")
+work, clips, steps, warmup, rounds, seconds = sys.argv[1:]
+title = (Path(work) / "title.txt").read_text().strip().splitlines()[-1]
+print(f"\n{title}; baseline 256/256, {clips} clips; medians of {rounds} round(s) of {steps} "
+      f"timed steps after {warmup}; {seconds} s in all\n")
 print("| setting | overrides | (a) step clips/s | (b) loop clips/s | (c) coursework clips/s "
       "| (b) s/epoch | (b)/(a) | (b)/(c) | (b) peak MiB | wall s |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -172,5 +174,5 @@ for i, line in enumerate((Path(work) / "rows.tsv").read_text().splitlines()):
     print(f"| {label} | {overrides} | {a['clips_per_s']:.1f} | {b['clips_per_s']:.1f} | "
           f"{c['clips_per_s']:.1f} | {b['epoch_s']:.1f} | {ratios['b/a']:.0%} | "
           f"{ratios['b/c']:.2f}x | {b['peak_mib']:.0f} | {wall} |")
-EOF
+PY
 exit "$status"

@@ -175,15 +175,28 @@ def test_same_named_files_do_not_overwrite_and_the_default_hop_is_a_window(
     [
         (["--hop", "0.1"], "--hop sets the taggram's windows: give --taggram DIR too"),
         (["--taggram", "t", "--hop", "-1"], "--hop must be a positive number of seconds"),
+        (["--taggram", "t", "--hop", "inf"], "--hop must be a positive number of seconds"),
     ],
 )
-def test_a_hop_without_taggram_or_below_zero_is_refused(
+def test_a_hop_without_taggram_or_not_a_positive_number_is_refused(
     args: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exit_info:
         parse_args(["any.ckpt", "any.wav", *args])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_a_taggram_folder_that_is_a_file_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "taggrams").write_text("a file")
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["any.ckpt", "any.wav", "--taggram", str(tmp_path / "taggrams")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        f"--taggram {tmp_path / 'taggrams'} is a file; give a folder (made if missing)"
+    )
 
 
 @pytest.mark.slow

@@ -122,8 +122,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error(f"--top-k must be at least 1, not {args.top_k}")
     if args.hop is not None and args.taggram is None:
         parser.error("--hop sets the taggram's windows: give --taggram DIR too")
-    if args.hop is not None and not args.hop > 0:
+    if args.hop is not None and not 0 < args.hop < float("inf"):
         parser.error(f"--hop must be a positive number of seconds, not {args.hop}")
+    if args.taggram is not None and args.taggram.exists() and not args.taggram.is_dir():
+        parser.error(f"--taggram {args.taggram} is a file; give a folder (made if missing)")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA GPU is available here (leave --device at cpu)")
     return args
