@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# GPU check: `tagger bench` on a CUDA GPU in five settings, one table, in under 8 minutes.
+# GPU check: `tagger bench` on a CUDA GPU in five settings, one table (meant to take under
+# 8 minutes on one GPU; not yet timed on one).
 #
 #   bash benchmarks/gpu_check.sh                          # a machine with a CUDA GPU
 #   PYTHON=/path/to/python3 bash benchmarks/gpu_check.sh  # the python that has PyTorch
