@@ -1,0 +1,206 @@
+"""Batched waveform perturbations in plain torch, on whatever device the audio is on.
+
+``x`` is float audio ``[..., T]`` (any leading dims, e.g. ``[N, 1, T]`` or ``[N, T]``);
+every function returns a tensor of the same dtype and device. The scale does not matter
+(``[-1, 1]`` or int16's ``[-32768, 32767]`` as float): all operations are linear in ``x``
+except :func:`add_noise`, which measures each row's own power. Spectral work (FFT, STFT)
+runs in float32 and is cast back, so bf16/fp16 audio works too.
+
+Why not torch-audiomentations: it needs torchaudio (built for one exact torch version,
+here torch 2.13.0, and in maintenance mode), julius and torch-pitch-shift, draws its
+random numbers from Python's and torch's global generators (so per-rank, per-step
+repeatable draws would need global-state juggling), and its pitch shift works one
+example at a time. These functions take an explicit ``torch.Generator`` where they draw,
+and work on whole batches; :mod:`tagger.augment` composes them into training
+augmentation.
+
+Filters are zero-phase and applied in the frequency domain over the whole row (FFT of
+the row, multiplied by a Butterworth magnitude response, inverse FFT), so each example
+may have its own cutoff at no extra cost, and a row is treated as periodic (its end
+leaks into its start by the filter's short impulse response).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+Scalar = float | Tensor
+
+
+def _as_factor(value: Scalar, x: Tensor) -> Tensor | float:
+    """A float stays a float; a tensor moves to x's device in float32 (broadcast on [..., 1])."""
+    if isinstance(value, Tensor):
+        return value.to(device=x.device, dtype=torch.float32)
+    return float(value)
+
+
+def gain(x: Tensor, db: Scalar) -> Tensor:
+    """x [..., T] scaled by ``db`` decibels (amplitude factor 10 ** (db / 20)).
+
+    ``db`` is a float or a tensor broadcastable to ``x[..., :1]`` (one gain per row).
+    """
+    factor = 10.0 ** (_as_factor(db, x) / 20.0)
+    return (x.float() * factor).to(x.dtype)
+
+
+def add_noise(x: Tensor, snr_db: Scalar, generator: torch.Generator | None = None) -> Tensor:
+    """x [..., T] plus white Gaussian noise ``snr_db`` dB below each row's mean power.
+
+    ``snr_db`` is a float or a tensor broadcastable to ``x[..., :1]``. Silent rows (power 0)
+    stay silent. ``generator`` (on x's device) makes the noise repeatable.
+    """
+    xf = x.float()
+    power = xf.pow(2).mean(dim=-1, keepdim=True)
+    noise_power = power / 10.0 ** (_as_factor(snr_db, x) / 10.0)
+    noise = torch.randn(xf.shape, generator=generator, device=x.device, dtype=torch.float32)
+    return (xf + noise * noise_power.sqrt()).to(x.dtype)
+
+
+def resample(x: Tensor, length: int) -> Tensor:
+    """Band-limited resampling by FFT: [..., T] -> [..., length], amplitude kept.
+
+    The spectrum is truncated (downsampling: content above the new Nyquist frequency is
+    removed) or zero-padded (upsampling), so a sine of k cycles per row keeps k cycles.
+    """
+    length = int(length)
+    if length < 1:
+        raise ValueError(f"resample: length must be >= 1, got {length}")
+    n = x.shape[-1]
+    if length == n:
+        return x
+    spec = torch.fft.rfft(x.float(), dim=-1)
+    bins = length // 2 + 1
+    if bins <= spec.shape[-1]:
+        spec = spec[..., :bins]
+    else:
+        spec = torch.nn.functional.pad(spec, (0, bins - spec.shape[-1]))
+    return (torch.fft.irfft(spec, n=length, dim=-1) * (length / n)).to(x.dtype)
+
+
+def _stft_size(n_samples: int, n_fft: int) -> int:
+    """n_fft, shrunk to the largest power of two that fits a row of n_samples (>= 16)."""
+    if n_samples < 16:
+        raise ValueError(f"time_stretch needs rows of >= 16 samples, got {n_samples}")
+    return min(n_fft, 1 << (n_samples.bit_length() - 1))
+
+
+def _lock_phases(mag: Tensor, phase: Tensor, analysis: Tensor) -> Tensor:
+    """Identity phase locking (Laroche & Dolson, 1999) of phase-vocoder frames [..., F, S].
+
+    Each bin takes the synthesized phase of its nearest magnitude peak plus its own analysis
+    phase offset from that peak, so the bins of one partial stay coherent (without it, a
+    pure sine stretched by rate < 1 loses half its level to the start's reflect padding).
+    """
+    n_freq = mag.shape[-2]
+    edge = torch.full_like(mag[..., :1, :], -1.0)
+    before = torch.cat([edge, mag[..., :-1, :]], dim=-2)
+    after = torch.cat([mag[..., 1:, :], edge], dim=-2)
+    peak = (mag >= before) & (mag > after)
+    bins = torch.arange(n_freq, device=mag.device).view(n_freq, 1).expand_as(mag)
+    prev = torch.where(peak, bins, -1).cummax(dim=-2).values
+    nxt = torch.where(peak, bins, n_freq).flip(-2).cummin(dim=-2).values.flip(-2)
+    use_prev = (prev >= 0) & ((nxt >= n_freq) | (bins - prev <= nxt - bins))
+    owner = torch.where(use_prev, prev, nxt)
+    owner = torch.where((owner < 0) | (owner >= n_freq), bins, owner)
+    return phase.gather(-2, owner) + analysis - analysis.gather(-2, owner)
+
+
+def time_stretch(x: Tensor, rate: float, n_fft: int = 1024) -> Tensor:
+    """Phase-vocoder time stretch, pitch kept: [..., T] -> [..., round(T / rate)].
+
+    ``rate > 1`` plays faster (shorter output). One rate for the whole tensor. STFT with a
+    Hann window of ``n_fft`` samples (fewer for rows shorter than that) and hop n_fft // 4;
+    the phase vocoder follows librosa's and torchaudio's ``phase_vocoder``, with identity
+    phase locking added (:func:`_lock_phases`).
+    """
+    rate = float(rate)
+    if rate <= 0:
+        raise ValueError(f"time_stretch: rate must be > 0, got {rate}")
+    if rate == 1.0:
+        return x
+    shape, n = x.shape, x.shape[-1]
+    out_len = max(1, round(n / rate))
+    n_fft = _stft_size(n, n_fft)
+    hop = n_fft // 4
+    window = torch.hann_window(n_fft, device=x.device)
+    flat = x.float().reshape(-1, n)
+    spec = torch.stft(flat, n_fft, hop, window=window, center=True, return_complex=True)
+    n_freq, n_frames = spec.shape[-2], spec.shape[-1]
+    steps = torch.arange(0, n_frames, rate, device=x.device, dtype=torch.float32)
+    alphas = (steps % 1.0)[None, None]
+    idx = steps.long()
+    spec = torch.nn.functional.pad(spec, (0, 2))
+    s0, s1 = spec[..., idx], spec[..., idx + 1]
+    advance = torch.linspace(0, math.pi * hop, n_freq, device=x.device)[None, :, None]
+    phase = s1.angle() - s0.angle() - advance
+    phase = phase - 2 * math.pi * torch.round(phase / (2 * math.pi)) + advance
+    phase = torch.cat([spec[..., :1].angle(), phase[..., :-1]], dim=-1)
+    mag = alphas * s1.abs() + (1 - alphas) * s0.abs()
+    nearest = torch.where(alphas < 0.5, s0, s1).angle()
+    stretched = torch.polar(mag, _lock_phases(mag, phase.cumsum(dim=-1), nearest))
+    y = torch.istft(stretched, n_fft, hop, window=window, center=True, length=out_len)
+    return y.reshape(*shape[:-1], out_len).to(x.dtype)
+
+
+def pitch_shift(x: Tensor, semitones: float, n_fft: int = 1024) -> Tensor:
+    """x [..., T] shifted by ``semitones`` (one value for the whole tensor), duration kept.
+
+    Time-stretch by 2 ** (semitones / 12) (longer for a higher pitch), then resample back
+    to T samples, which raises every frequency by that factor.
+    """
+    if float(semitones) == 0.0:
+        return x
+    n = x.shape[-1]
+    return resample(time_stretch(x, 2.0 ** (-float(semitones) / 12.0), n_fft), n)
+
+
+def _freqs(x: Tensor, sample_rate: float) -> Tensor:
+    """The rfft bin frequencies of x's rows, in Hz: [T // 2 + 1]."""
+    return torch.fft.rfftfreq(x.shape[-1], d=1.0 / sample_rate, device=x.device)
+
+
+def _apply_response(x: Tensor, response: Tensor) -> Tensor:
+    """Multiply x's spectrum by a real response [..., F] (zero-phase), back to [..., T]."""
+    spec = torch.fft.rfft(x.float(), dim=-1) * response
+    return torch.fft.irfft(spec, n=x.shape[-1], dim=-1).to(x.dtype)
+
+
+def _low_response(freqs: Tensor, cutoff: Tensor | float, order: int) -> Tensor:
+    """Butterworth low-pass magnitude 1 / sqrt(1 + (f / fc) ** (2 order)), -3 dB at fc."""
+    return (1.0 + (freqs / cutoff) ** (2 * order)).rsqrt()
+
+
+def _high_response(freqs: Tensor, cutoff: Tensor | float, order: int) -> Tensor:
+    """Butterworth high-pass magnitude 1 / sqrt(1 + (fc / f) ** (2 order)); 0 at DC."""
+    ratio = (freqs / cutoff) ** (2 * order)
+    return (ratio / (1.0 + ratio)).sqrt()
+
+
+def lowpass(x: Tensor, cutoff_hz: Scalar, sample_rate: float, order: int = 4) -> Tensor:
+    """Zero-phase Butterworth-magnitude low-pass of x [..., T] (-3 dB at cutoff_hz).
+
+    ``cutoff_hz``: float or tensor broadcastable to ``x[..., :1]``. ``order`` 4 falls
+    24 dB per octave above the cutoff.
+    """
+    cutoff = _as_factor(cutoff_hz, x)
+    return _apply_response(x, _low_response(_freqs(x, sample_rate), cutoff, order))
+
+
+def highpass(x: Tensor, cutoff_hz: Scalar, sample_rate: float, order: int = 4) -> Tensor:
+    """Zero-phase Butterworth-magnitude high-pass of x [..., T] (-3 dB at cutoff_hz)."""
+    cutoff = _as_factor(cutoff_hz, x)
+    return _apply_response(x, _high_response(_freqs(x, sample_rate), cutoff, order))
+
+
+def bandpass(
+    x: Tensor, low_hz: Scalar, high_hz: Scalar, sample_rate: float, order: int = 4
+) -> Tensor:
+    """Zero-phase band-pass of x [..., T]: high-pass at low_hz times low-pass at high_hz."""
+    freqs = _freqs(x, sample_rate)
+    response = _high_response(freqs, _as_factor(low_hz, x), order) * _low_response(
+        freqs, _as_factor(high_hz, x), order
+    )
+    return _apply_response(x, response)
