@@ -174,9 +174,10 @@ def _low_response(freqs: Tensor, cutoff: Tensor | float, order: int) -> Tensor:
 
 
 def _high_response(freqs: Tensor, cutoff: Tensor | float, order: int) -> Tensor:
-    """Butterworth high-pass magnitude 1 / sqrt(1 + (fc / f) ** (2 order)); 0 at DC."""
-    ratio = (freqs / cutoff) ** (2 * order)
-    return (ratio / (1.0 + ratio)).sqrt()
+    """Butterworth high-pass magnitude 1 / sqrt(1 + (fc / f) ** (2 order)): 0 at DC, except
+    for fc = 0 (all frequencies passed)."""
+    nonzero = freqs.clamp_min(torch.finfo(torch.float32).tiny)
+    return (1.0 + (cutoff / nonzero) ** (2 * order)).rsqrt()
 
 
 def lowpass(x: Tensor, cutoff_hz: Scalar, sample_rate: float, order: int = 4) -> Tensor:
@@ -198,7 +199,12 @@ def highpass(x: Tensor, cutoff_hz: Scalar, sample_rate: float, order: int = 4) -
 def bandpass(
     x: Tensor, low_hz: Scalar, high_hz: Scalar, sample_rate: float, order: int = 4
 ) -> Tensor:
-    """Zero-phase band-pass of x [..., T]: high-pass at low_hz times low-pass at high_hz."""
+    """Zero-phase band-pass of x [..., T]: high-pass at low_hz times low-pass at high_hz.
+
+    Both are floats or tensors broadcastable to ``x[..., :1]``; ``low_hz=0`` or
+    ``high_hz=inf`` leaves that side open, so one call can low-pass some rows, high-pass
+    others and band-pass the rest (one FFT for all).
+    """
     freqs = _freqs(x, sample_rate)
     response = _high_response(freqs, _as_factor(low_hz, x), order) * _low_response(
         freqs, _as_factor(high_hz, x), order

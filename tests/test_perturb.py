@@ -137,6 +137,17 @@ def test_filters_take_a_cutoff_per_row():
     assert level_db(out[0, 0], x[0, 0]) < -20 and abs(level_db(out[1, 0], x[1, 0])) < 0.1
 
 
+def test_bandpass_with_an_open_side_is_a_lowpass_or_highpass_per_row():
+    x = torch.stack([sine(200), sine(5000)]).view(2, 1, -1)
+    low = torch.tensor([0.0, 1000.0]).view(2, 1, 1)
+    high = torch.tensor([1000.0, math.inf]).view(2, 1, 1)
+    out = perturb.bandpass(x, low, high, SR)
+    torch.testing.assert_close(out[0], perturb.lowpass(x[0], 1000.0, SR))
+    torch.testing.assert_close(out[1], perturb.highpass(x[1], 1000.0, SR))
+    assert abs(level_db(out[0, 0], x[0, 0])) < 0.1 and abs(level_db(out[1, 0], x[1, 0])) < 0.1
+    torch.testing.assert_close(perturb.bandpass(x, 0.0, math.inf, SR), x, atol=1e-6, rtol=0)
+
+
 def test_dtype_kept_in_bfloat16():
     x = torch.randn(2, 1, 2048).bfloat16()
     for out in (
