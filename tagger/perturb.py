@@ -15,14 +15,14 @@ and work on whole batches; :mod:`tagger.augment` composes them into training
 augmentation.
 
 Filters are zero-phase and applied in the frequency domain over the whole row (FFT of
-the row, multiplied by a Butterworth magnitude response, inverse FFT), so each example
-may have its own cutoff at no extra cost, and a row is treated as periodic (its end
-leaks into its start by the filter's short impulse response).
+the row zero-padded to a fast length, multiplied by a Butterworth magnitude response,
+inverse FFT), so each example may have its own cutoff at no extra cost.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -157,15 +157,28 @@ def pitch_shift(x: Tensor, semitones: float, n_fft: int = 1024) -> Tensor:
     return resample(time_stretch(x, 2.0 ** (-float(semitones) / 12.0), n_fft), n)
 
 
-def _freqs(x: Tensor, sample_rate: float) -> Tensor:
-    """The rfft bin frequencies of x's rows, in Hz: [T // 2 + 1]."""
-    return torch.fft.rfftfreq(x.shape[-1], d=1.0 / sample_rate, device=x.device)
+def fast_length(n: int) -> int:
+    """The smallest 2^a 3^b 5^c >= n: an FFT length as fast as a power of two, or nearly."""
+    best = 1 << max(n - 1, 0).bit_length()
+    fives = 1
+    while fives < best:
+        threes = fives
+        while threes < best:
+            size = threes << max(0, (n - 1) // threes).bit_length()  # threes * 2^k >= n
+            best = min(best, size)
+            threes *= 3
+        fives *= 5
+    return best
 
 
-def _apply_response(x: Tensor, response: Tensor) -> Tensor:
-    """Multiply x's spectrum by a real response [..., F] (zero-phase), back to [..., T]."""
-    spec = torch.fft.rfft(x.float(), dim=-1) * response
-    return torch.fft.irfft(spec, n=x.shape[-1], dim=-1).to(x.dtype)
+def _filtered(x: Tensor, sample_rate: float, response: Callable[[Tensor], Tensor]) -> Tensor:
+    """x [..., T] with its spectrum multiplied by ``response(freqs in Hz)`` (real, [..., F]):
+    zero-phase, computed over the row zero-padded to ``fast_length(T)``."""
+    n = x.shape[-1]
+    size = fast_length(n)
+    freqs = torch.fft.rfftfreq(size, d=1.0 / sample_rate, device=x.device)
+    spec = torch.fft.rfft(x.float(), n=size, dim=-1) * response(freqs)
+    return torch.fft.irfft(spec, n=size, dim=-1)[..., :n].to(x.dtype)
 
 
 def _low_response(freqs: Tensor, cutoff: Tensor | float, order: int) -> Tensor:
@@ -187,13 +200,13 @@ def lowpass(x: Tensor, cutoff_hz: Scalar, sample_rate: float, order: int = 4) ->
     24 dB per octave above the cutoff.
     """
     cutoff = _as_factor(cutoff_hz, x)
-    return _apply_response(x, _low_response(_freqs(x, sample_rate), cutoff, order))
+    return _filtered(x, sample_rate, lambda freqs: _low_response(freqs, cutoff, order))
 
 
 def highpass(x: Tensor, cutoff_hz: Scalar, sample_rate: float, order: int = 4) -> Tensor:
     """Zero-phase Butterworth-magnitude high-pass of x [..., T] (-3 dB at cutoff_hz)."""
     cutoff = _as_factor(cutoff_hz, x)
-    return _apply_response(x, _high_response(_freqs(x, sample_rate), cutoff, order))
+    return _filtered(x, sample_rate, lambda freqs: _high_response(freqs, cutoff, order))
 
 
 def bandpass(
@@ -205,8 +218,9 @@ def bandpass(
     ``high_hz=inf`` leaves that side open, so one call can low-pass some rows, high-pass
     others and band-pass the rest (one FFT for all).
     """
-    freqs = _freqs(x, sample_rate)
-    response = _high_response(freqs, _as_factor(low_hz, x), order) * _low_response(
-        freqs, _as_factor(high_hz, x), order
+    low, high = _as_factor(low_hz, x), _as_factor(high_hz, x)
+    return _filtered(
+        x,
+        sample_rate,
+        lambda freqs: _high_response(freqs, low, order) * _low_response(freqs, high, order),
     )
-    return _apply_response(x, response)

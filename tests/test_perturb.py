@@ -167,3 +167,17 @@ def test_bad_arguments_refused():
         perturb.resample(torch.randn(100), 0)
     with pytest.raises(ValueError, match="16 samples"):
         perturb.pitch_shift(torch.randn(2, 10), 1.0)
+
+
+def test_fast_length_is_the_next_5_smooth_size():
+    def smooth(m: int) -> bool:
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        return m == 1
+
+    for n in [*range(1, 400), 34950, 4097]:
+        size = perturb.fast_length(n)
+        assert size >= n and smooth(size)
+        assert not any(smooth(k) for k in range(n, size))
+    assert perturb.fast_length(34950) == 34992
