@@ -85,9 +85,14 @@ def test_every_transform_changes_every_clip_and_keeps_the_scale() -> None:
     assert 0.1 < ratio < 3  # still on the int16 scale the model divides by input_scale
 
 
-@pytest.mark.parametrize("name", ["gain", "polarity", "filter", "pitch", "noise"])
-def test_each_transform_alone_touches_exactly_its_clips(name: str) -> None:
-    augment = Augment(SR, seed=2, **{name: {"p": 0.5}})
+@pytest.mark.parametrize(
+    ("name", "method"),
+    [("gain", None), ("polarity", None), ("filter", None), ("pitch", "speed"),
+     ("pitch", "vocoder"), ("noise", None)],
+)  # fmt: skip
+def test_each_transform_alone_touches_exactly_its_clips(name: str, method: str | None) -> None:
+    settings: dict[str, Any] = {"p": 0.5, **({"method": method} if method else {})}
+    augment = Augment(SR, seed=2, **{name: settings})
     batch = int16_batch(n_clips=16)
     draws = augment.draw(16, augment.rng(5))
     scaled = draws.factor != 1
@@ -139,6 +144,7 @@ def test_mixup_mixes_audio_and_labels_with_the_same_weight() -> None:
         ("augment.filter.kinds=[notch]", "augment.filter.kinds must be some of"),
         ("augment.mixup.alpha=0", "augment.mixup.alpha must be above 0"),
         ("augment.pitch.semitones=[]", "augment.pitch.semitones must be a non-empty list"),
+        ("augment.pitch.method=tape", "augment.pitch.method must be one of speed, vocoder"),
         ("+augment.gain.typo=1", "augment.gain has no setting typo"),
     ],
 )

@@ -109,6 +109,19 @@ def test_pitch_shift_zero_is_identity():
     assert torch.equal(perturb.pitch_shift(x, 0.0), x)
 
 
+@pytest.mark.parametrize("semitones", [2.0, -2.0, 12.0, 24.0])
+def test_speed_moves_the_peak_and_keeps_the_length(semitones):
+    factor = 2 ** (semitones / 12)
+    x = sine(440).view(1, 1, -1)
+    y = perturb.speed(x, factor)
+    assert y.shape == x.shape
+    head = y[0, 0, : int(SR / max(factor, 1)) - 1]  # the part read forwards
+    assert abs(peak_hz(head) - 440 * factor) < 2 * SR / head.shape[-1] + 1
+    assert 0.9 < rms(y) / rms(x) < 1.1
+    assert (y[0, 0, 1:] - y[0, 0, :-1]).abs().max() < 0.5 * 2 * math.pi * 440 * factor / SR * 1.1
+    assert torch.equal(perturb.speed(x, 1.0), x)
+
+
 def test_short_rows_stretch_and_shift():
     x = torch.randn(4, 1, 300)
     assert perturb.pitch_shift(x, 2.0).shape == x.shape
