@@ -278,3 +278,26 @@ def test_on_device_int16_batches_are_augmented_as_float(
     # the float audio is on the int16 scale, as the on-device int16 batches were
     peak = max(float(audio.abs().max()) for audio, _ in batches.seen)
     assert 1000 < peak < 200_000
+
+
+@pytest.mark.slow
+def test_bench_framework_loop_augments_as_train_does(tmp_path: Path, monkeypatch) -> None:
+    """``tagger bench ... augment=standard``: way (b) runs the Augment callback too."""
+    from tagger.bench import bench_framework, write_clips
+    from tagger.cli.bench import bench_config
+
+    calls: list[torch.dtype] = []
+    real = Augment.on_train_batch_start
+
+    def counted(self: Augment, trainer: Trainer, module: LightningModule, batch: dict,
+                batch_idx: int) -> None:  # fmt: skip
+        real(self, trainer, module, batch, batch_idx)
+        calls.append(batch["audio"].dtype)
+
+    monkeypatch.setattr(Augment, "on_train_batch_start", counted)
+    store = write_clips(tmp_path / "clips", 24)
+    cfg = bench_config(store, tmp_path / "run", ["augment=standard", "data.n_subclips=10",
+                                                 "data.batch_size=2"])  # fmt: skip
+    result = bench_framework(cfg, torch.device("cpu"), warmup=1, steps=2)
+    assert result.clips_per_s > 0
+    assert len(calls) >= 3 and set(calls) == {torch.float32}
