@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
-from lightning import LightningModule, Trainer
+from lightning import Callback, LightningModule, Trainer
 from omegaconf import OmegaConf
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -20,7 +20,7 @@ from tagger.errors import ConfigError, find_config_error
 from tagger.metrics import EpochTagScores
 from tagger.module import TaggingModule
 from tagger.train import train
-from tests.conftest import REPO_ROOT, compose_config
+from tests.conftest import REPO_ROOT, TINY, compose_config, run_cli
 
 SR = 12000
 EVERY = {name: {"p": 1.0} for name in DEFAULTS}  # every transform on every clip
@@ -301,3 +301,35 @@ def test_bench_framework_loop_augments_as_train_does(tmp_path: Path, monkeypatch
     result = bench_framework(cfg, torch.device("cpu"), warmup=1, steps=2)
     assert result.clips_per_s > 0
     assert len(calls) >= 3 and set(calls) == {torch.float32}
+
+
+class SeenByRank(Callback):
+    """Appends, per training step, the rank, the audio dtype and whether the labels are
+    soft (mixed) to ``out/rank<R>.jsonl``; at the step's end, so after ``Augment``."""
+
+    def __init__(self, out: str) -> None:
+        self.out = Path(out)
+
+    def on_train_batch_end(self, trainer: Trainer, module: LightningModule, outputs: Any,
+                           batch: dict, batch_idx: int) -> None:  # fmt: skip
+        labels = batch["labels"]
+        augments = [type(c).__name__ for c in trainer.callbacks if isinstance(c, Augment)]
+        line = {"dtype": str(batch["audio"].dtype), "augment": augments,
+                "soft": bool((labels != labels.round()).any())}  # fmt: skip
+        with open(self.out / f"rank{trainer.global_rank}.jsonl", "a") as file:
+            file.write(json.dumps(line) + "\n")
+
+
+@pytest.mark.slow
+def test_two_process_ddp_trains_with_the_standard_preset(tmp_path: Path) -> None:
+    result = run_cli(str(REPO_ROOT / "train.py"), *TINY, "trainer=ddp", "trainer.accelerator=cpu",
+                     "trainer.devices=2", "test=false", "augment=standard",
+                     f"+callbacks.seen._target_={__name__}.SeenByRank",
+                     f"+callbacks.seen.out={tmp_path}", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    for rank in (0, 1):
+        lines = (tmp_path / f"rank{rank}.jsonl").read_text().splitlines()
+        steps = [json.loads(line) for line in lines]
+        assert len(steps) == 3  # 60 clips, batches of 10, half of them each
+        assert all(s["dtype"] == "torch.float32" and s["augment"] == ["Augment"] for s in steps)
+        assert any(s["soft"] for s in steps)
