@@ -46,17 +46,23 @@ def gain(x: Tensor, db: Scalar) -> Tensor:
     return (x.float() * factor).to(x.dtype)
 
 
+def noise(x: Tensor, snr_db: Scalar, generator: torch.Generator | None = None) -> Tensor:
+    """The float32 noise :func:`add_noise` adds to x [..., T]: white Gaussian, ``snr_db``
+    dB below each row's mean power (zero for a silent row)."""
+    xf = x.float()
+    rms = torch.linalg.vector_norm(xf, dim=-1, keepdim=True) / math.sqrt(x.shape[-1])
+    scale = rms / 10.0 ** (_as_factor(snr_db, x) / 20.0)
+    white = torch.randn(xf.shape, generator=generator, device=x.device, dtype=torch.float32)
+    return white.mul_(scale)
+
+
 def add_noise(x: Tensor, snr_db: Scalar, generator: torch.Generator | None = None) -> Tensor:
     """x [..., T] plus white Gaussian noise ``snr_db`` dB below each row's mean power.
 
     ``snr_db`` is a float or a tensor broadcastable to ``x[..., :1]``. Silent rows (power 0)
     stay silent. ``generator`` (on x's device) makes the noise repeatable.
     """
-    xf = x.float()
-    power = xf.pow(2).mean(dim=-1, keepdim=True)
-    noise_power = power / 10.0 ** (_as_factor(snr_db, x) / 10.0)
-    noise = torch.randn(xf.shape, generator=generator, device=x.device, dtype=torch.float32)
-    return noise.mul_(noise_power.sqrt()).add_(xf).to(x.dtype)
+    return noise(x, snr_db, generator).add_(x.float()).to(x.dtype)
 
 
 def resample(x: Tensor, length: int) -> Tensor:

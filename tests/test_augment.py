@@ -117,6 +117,19 @@ def test_gain_within_its_range() -> None:
     assert db.min() >= -6.01 and db.max() <= 6.01 and db.max() - db.min() > 6
 
 
+def test_noise_is_at_each_windows_snr() -> None:
+    augment = Augment(SR, seed=5, noise={"p": 1.0, "snr_db": [0.0, 30.0]})
+    batch = int16_batch(n_clips=8, windows=3, length=4096)
+    draws = augment.draw(8, augment.rng(0))
+    audio, _ = augment.apply(batch["audio"], batch["labels"], draws)
+    clean = batch["audio"].float()
+    noise = audio - clean
+    measured = 10 * torch.log10(clean.pow(2).mean(-1) / noise.pow(2).mean(-1))  # [8, 3, 1]
+    expected = torch.as_tensor(draws.snr_db, dtype=torch.float32).view(8, 1, 1)
+    assert (measured - expected).abs().max() < 0.5
+    assert noise.mean().abs() < 0.05 * noise.std()
+
+
 def test_mixup_mixes_audio_and_labels_with_the_same_weight() -> None:
     augment = Augment(SR, seed=4, mixup={"p": 1.0, "alpha": 0.4})
     batch = int16_batch(n_clips=8)
