@@ -144,8 +144,9 @@ class Augment(Callback):
 
     Args:
         sample_rate: Hz of the audio (the filters' cutoffs are in Hz).
-        seed: the run's seed; draws depend on (seed, step, accumulation index, rank).
-        mixup, filter, pitch, gain, polarity, noise: each transform's ``p`` and range,
+        seed: the run's seed (None: 0); draws depend on (seed, step, accumulation index,
+            rank).
+        gain, polarity, mixup, filter, pitch, noise: each transform's ``p`` and range,
             keys as in ``DEFAULTS`` (missing keys take those values).
     """
 
@@ -153,20 +154,20 @@ class Augment(Callback):
         self,
         sample_rate: float,
         seed: int | None = 0,
+        gain: Mapping[str, Any] | None = None,
+        polarity: Mapping[str, Any] | None = None,
         mixup: Mapping[str, Any] | None = None,
         filter: Mapping[str, Any] | None = None,
         pitch: Mapping[str, Any] | None = None,
-        gain: Mapping[str, Any] | None = None,
-        polarity: Mapping[str, Any] | None = None,
         noise: Mapping[str, Any] | None = None,
     ) -> None:
         self.sample_rate = float(sample_rate)
         self.seed = 0 if seed is None else int(seed) % 2**63
+        self.gain = _settings("gain", gain)
+        self.polarity = _settings("polarity", polarity)
         self.mixup = _settings("mixup", mixup)
         self.filter = _settings("filter", filter)
         self.pitch = _settings("pitch", pitch)
-        self.gain = _settings("gain", gain)
-        self.polarity = _settings("polarity", polarity)
         self.noise = _settings("noise", noise)
         if float(self.mixup["alpha"]) <= 0:
             raise ConfigError(f"augment.mixup.alpha must be above 0, not {self.mixup['alpha']}")

@@ -2,17 +2,20 @@
 
 ``x`` is float audio ``[..., T]`` (any leading dims, e.g. ``[N, 1, T]`` or ``[N, T]``);
 every function returns a tensor of the same dtype and device. The scale does not matter
-(``[-1, 1]`` or int16's ``[-32768, 32767]`` as float): all operations are linear in ``x``
-except :func:`add_noise`, which measures each row's own power. Spectral work (FFT, STFT)
-runs in float32 and is cast back, so bf16/fp16 audio works too.
+(``[-1, 1]`` or int16's ``[-32768, 32767]`` as float): scaling ``x`` scales every result
+alike (the noise functions measure each row's own power). Spectral work (FFT, STFT) runs
+in float32 and is cast back, so bf16/fp16 audio works too.
 
-Why not torch-audiomentations: it needs torchaudio (built for one exact torch version,
-here torch 2.13.0, and in maintenance mode), julius and torch-pitch-shift, draws its
-random numbers from Python's and torch's global generators (so per-rank, per-step
-repeatable draws would need global-state juggling), and its pitch shift works one
-example at a time. These functions take an explicit ``torch.Generator`` where they draw,
-and work on whole batches; :mod:`tagger.augment` composes them into training
+Why not torch-audiomentations: its 0.12.0 release needs torchaudio (built for one exact
+torch version, here torch 2.13.0, and in maintenance mode), julius and torch-pitch-shift;
+it draws its random numbers from Python's and torch's global generators (so per-rank,
+per-step repeatable draws would need global-state juggling), and its pitch shift works
+one example at a time. These functions take an explicit ``torch.Generator`` where they
+draw, and work on whole batches; :mod:`tagger.augment` composes them into training
 augmentation.
+
+``speed`` is the cheap alternative to ``pitch_shift`` (pitch and tempo change together);
+``noise`` is the noise ``add_noise`` adds, for adding it in place.
 
 Filters are zero-phase and applied in the frequency domain over the whole row (FFT of
 the row zero-padded to a fast length, multiplied by a Butterworth magnitude response,

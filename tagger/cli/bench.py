@@ -10,7 +10,8 @@ writes only the .npy copies, then prints clips/s, seconds per MTAT-sized epoch (
 clips) and peak memory for (a) the model step alone, (b) the framework's training loop
 and (c) the coursework's loop: the median of ``--rounds`` rounds of all three in turn,
 and the ratios of each round. Extra arguments are ``train.py`` overrides, e.g.
-``data.batch_size=64`` or ``data.num_workers=1``.
+``data.batch_size=64``, ``data.num_workers=1`` or ``augment=standard`` (applied in (b),
+as ``train.py`` applies it).
 """
 
 from __future__ import annotations
