@@ -39,7 +39,8 @@ own probability ``p``, in this order, with the :mod:`tagger.perturb` operations:
    each window's noise is white and Gaussian, and windows share shifted stretches of it.
 
 Only the clips drawn for a transform go through it, so its cost is proportional to its
-``p``; the pitch shift is by far the dearest (``benchmarks/README.md``).
+``p``. On a CPU the filter (an FFT of each window) is the dearest, then the pitch shift;
+``augment=standard`` gives both low probabilities (``benchmarks/README.md``).
 
 Repeatable without saved state: the draws of a batch come from a generator seeded with
 (``seed``, global step, the batch's place in gradient accumulation, process rank), so the
