@@ -30,17 +30,16 @@ own probability ``p``, in this order, with the :mod:`tagger.perturb` operations:
    a tape, and the window keeps its length (read backwards from its end where a faster
    window runs out). ``method: vocoder`` keeps the tempo (``perturb.pitch_shift``: phase
    vocoder, then resampling), at about 50 times the cost: on CPU one clip of ten
-   windows takes longer than a whole training step of ``baseline``. Clips are grouped
-   by the value drawn and each group is shifted in one call, so the cost is one pass
-   over the clips shifted, whatever the number of values.
+   windows takes longer than a whole training step of ``baseline``.
 5. ``noise``: white Gaussian noise at an SNR uniform in ``snr_db``, relative to each
    window's own power. To keep it cheap on a CPU, the windows cut their noise at random
    offsets from one Gaussian sequence drawn per batch (window length + 8,192 samples):
    each window's noise is white and Gaussian, and windows share shifted stretches of it.
 
-Only the clips drawn for a transform go through it, so its cost is proportional to its
-``p``. On a CPU the filter (an FFT of each window) is the dearest, then the pitch shift;
-``augment=standard`` gives both low probabilities (``benchmarks/README.md``).
+Only the clips drawn for a transform go through it, one clip at a time on a view of the
+batch (no gathered copies), so its cost is proportional to its ``p``. On a CPU the
+filter (an FFT of each window) is the dearest, then the pitch shift; ``augment=standard``
+gives both low probabilities (``benchmarks/README.md``).
 
 Repeatable without saved state: the draws of a batch come from a generator seeded with
 (``seed``, global step, the batch's place in gradient accumulation, process rank), so the
@@ -200,6 +199,7 @@ class Augment(Callback):
             )
         self.db = _range("gain.db", self.gain["db"])
         self.snr_db = _range("noise.snr_db", self.noise["snr_db"])
+        self._buffer: Tensor | None = None  # the augmented audio, reused from batch to batch
 
     @property
     def active(self) -> bool:
@@ -240,10 +240,12 @@ class Augment(Callback):
             semitones, factor, noisy, snr_db, int(rng.integers(2**63)),
         )  # fmt: skip
 
-    def apply(self, audio: Tensor, labels: Tensor, draws: Draws) -> tuple[Tensor, Tensor]:
+    def apply(self, audio: Tensor, labels: Tensor, draws: Draws,
+              out: Tensor | None = None) -> tuple[Tensor, Tensor]:  # fmt: skip
         """Audio [B, ...windows, T] (float or int16) and labels [B, K] -> the augmented pair:
-        new float32 audio on the same scale and labels (mixed with mixup); the inputs
-        themselves are returned when no transform was drawn for any clip."""
+        float32 audio on the same scale (written into ``out``, float32 of audio's shape, if
+        given; else a new tensor) and labels (mixed with mixup); the inputs themselves are
+        returned when no transform was drawn for any clip."""
         if draws.none_drawn:
             return audio, labels
         device = audio.device
@@ -258,60 +260,70 @@ class Augment(Callback):
         # gain, polarity and mixup's own weight in the pass that makes the float32 copy
         # (transformed in place below); then the mixed-in clips, gained as they were
         weight = draws.factor * draws.lam
+        x = torch.empty(audio.shape, dtype=torch.float32, device=device) if out is None else out
         if (weight != 1).any():
-            x = audio * on_device(weight).view(per_clip)  # int16 * float32 -> float32
+            torch.mul(audio, on_device(weight).view(per_clip), out=x)  # int16 * float32
         else:
-            x = audio.to(torch.float32, copy=True)
+            x.copy_(audio)
         if draws.mix.any():
             idx, partner = rows(draws.mix), draws.partner[draws.mix]
-            other = on_device(draws.factor[partner] * (1 - draws.lam[draws.mix]))
+            other = draws.factor[partner] * (1 - draws.lam[draws.mix])
+            for row, source, w in zip(np.flatnonzero(draws.mix), partner, other, strict=True):
+                x[row].add_(audio[source], alpha=float(w))
             partner_rows = torch.as_tensor(partner).to(device, non_blocking=True)
-            x.index_add_(0, idx, audio[partner_rows] * other.view(per_clip))
             lam = on_device(draws.lam[draws.mix])[:, None]
             labels = labels.index_copy(
                 0, idx, torch.lerp(labels[partner_rows], labels[idx], lam)
             )
-        if draws.filtered.any():
-            idx = rows(draws.filtered)
-            low = on_device(draws.low_hz[draws.filtered]).view(per_clip)
-            high = on_device(draws.high_hz[draws.filtered]).view(per_clip)
-            x.index_copy_(0, idx, perturb.bandpass(x[idx], low, high, self.sample_rate))
-        for semitones in np.unique(draws.semitones[draws.shifted]):
-            idx = rows(draws.shifted & (draws.semitones == semitones))
+        # one clip at a time, on views of x: no gathered copies of the clips
+        for row in np.flatnonzero(draws.filtered):
+            low, high = float(draws.low_hz[row]), float(draws.high_hz[row])
+            x[row].copy_(perturb.bandpass(x[row], low, high, self.sample_rate))
+        for row in np.flatnonzero(draws.shifted):
+            semitones = float(draws.semitones[row])
             if self.pitch["method"] == "speed":
-                shifted = perturb.speed(x[idx], 2.0 ** (float(semitones) / 12))
+                x[row].copy_(perturb.speed(x[row], 2.0 ** (semitones / 12)))
             else:
-                shifted = perturb.pitch_shift(x[idx], float(semitones))
-            x.index_copy_(0, idx, shifted)
+                x[row].copy_(perturb.pitch_shift(x[row], semitones))
         if draws.noisy.any():
-            idx = rows(draws.noisy)
-            snr = on_device(draws.snr_db[draws.noisy]).view(per_clip)
-            generator = torch.Generator(device=device).manual_seed(draws.noise_seed)
-            x.index_add_(0, idx, _banked_noise(x[idx], snr, generator))
+            _add_banked_noise(x, draws)
         return x, labels
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule,
                              batch: dict[str, Tensor], batch_idx: int) -> None:  # fmt: skip
-        """Replace the batch's audio (and labels) with their augmented versions, in place."""
+        """Replace the batch's audio (and labels) with their augmented versions, in place.
+
+        The new audio is a float32 buffer that the next batch of the same shape reuses
+        (a fresh 14 MB tensor per MTAT-sized batch costs more than the multiply that fills
+        it): clone it to keep it past the step.
+        """
         micro_batch = batch_idx % trainer.accumulate_grad_batches
         rng = self.rng(trainer.global_step, micro_batch, trainer.global_rank)
+        audio = batch["audio"]
         draws = self.draw(len(batch["labels"]), rng)
-        batch["audio"], batch["labels"] = self.apply(batch["audio"], batch["labels"], draws)
+        if self._buffer is None or self._buffer.shape != audio.shape \
+                or self._buffer.device != audio.device:  # fmt: skip
+            self._buffer = torch.empty(audio.shape, dtype=torch.float32, device=audio.device)
+        batch["audio"], batch["labels"] = self.apply(audio, batch["labels"], draws, self._buffer)
 
 
-def _banked_noise(x: Tensor, snr_db: Tensor, generator: torch.Generator,
-                  spread: int = NOISE_SPREAD) -> Tensor:  # fmt: skip
-    """White Gaussian noise for x [..., T], ``snr_db`` ([..., 1]-broadcastable) below each
-    window's power: each window's noise is cut, at its own random offset, from one
-    Gaussian sequence of T + spread samples (a sample drawn for every audio sample would
-    cost a third of a baseline training step on a CPU)."""
+def _add_banked_noise(x: Tensor, draws: Draws, spread: int = NOISE_SPREAD) -> None:
+    """Add white Gaussian noise to the noisy clips of x [B, ...windows, T], in place, each
+    window ``draws.snr_db`` of its clip below its own power. Each window's noise is cut,
+    at its own random offset, from one Gaussian sequence of T + spread samples (a sample
+    drawn for every audio sample would cost a third of a baseline training step on a CPU).
+    """
     n = x.shape[-1]
+    generator = torch.Generator(device=x.device).manual_seed(draws.noise_seed)
     bank = torch.randn(n + spread, generator=generator, device=x.device)
-    n_windows = x[..., 0].numel()
-    offsets = torch.randint(spread + 1, (n_windows,), generator=generator, device=x.device)
-    white = bank.unfold(0, n, 1)[offsets].reshape(x.shape)  # [..., T], one copy
-    rms = torch.linalg.vector_norm(x, dim=-1, keepdim=True) / n**0.5
-    return white.mul_(rms / 10.0 ** (snr_db / 20.0))
+    rng = np.random.default_rng(draws.noise_seed)
+    for row in np.flatnonzero(draws.noisy):
+        windows = x[row].view(-1, n)  # [windows, T], a view of the clip
+        rms = torch.linalg.vector_norm(windows, dim=-1, keepdim=True) / math.sqrt(n)
+        scales = rms / 10.0 ** (float(draws.snr_db[row]) / 20.0)  # [windows, 1]
+        for window, offset, scale in zip(windows, rng.integers(spread + 1, size=len(windows)),
+                                         scales, strict=True):  # fmt: skip
+            window.addcmul_(bank[offset : offset + n], scale)
 
 
 def augment_callbacks(cfg: DictConfig) -> list[Callback]:
