@@ -62,13 +62,16 @@ def test_same_draw_same_batch_and_draws_differ_by_step_and_rank(tmp_path: Path) 
     augment = standard(tmp_path)
     batch = int16_batch()
 
-    def run(step: int, rank: int = 0) -> tuple[Tensor, Tensor]:
-        draws = augment.draw(6, augment.rng(step, 0, rank))
-        return augment.apply(batch["audio"], batch["labels"], draws)
+    def run(step: int, micro: int = 0, rank: int = 0, out: Tensor | None = None) -> tuple:
+        draws = augment.draw(6, augment.rng(step, micro, rank))
+        return augment.apply(batch["audio"], batch["labels"], draws, out)
 
     first, again = run(3), run(3)
     assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
-    for other in (run(4), run(3, rank=1)):
+    buffer = torch.full(batch["audio"].shape, 7.0)
+    in_buffer = run(3, out=buffer)
+    assert in_buffer[0] is buffer and torch.equal(buffer, first[0])
+    for other in (run(4), run(3, micro=1), run(3, rank=1)):  # step, accumulation, rank
         assert not torch.equal(first[0], other[0])
     assert first[0].dtype == torch.float32 and first[0].shape == batch["audio"].shape
     assert batch["audio"].dtype == torch.int16  # the input is left as it was
