@@ -261,10 +261,9 @@ class Augment(Callback):
         # (transformed in place below); then the mixed-in clips, gained as they were
         weight = draws.factor * draws.lam
         x = torch.empty(audio.shape, dtype=torch.float32, device=device) if out is None else out
+        x.copy_(audio)  # then an in-place multiply: twice as fast as int16 * float32 on a CPU
         if (weight != 1).any():
-            torch.mul(audio, on_device(weight).view(per_clip), out=x)  # int16 * float32
-        else:
-            x.copy_(audio)
+            x.mul_(on_device(weight).view(per_clip))
         if draws.mix.any():
             idx, partner = rows(draws.mix), draws.partner[draws.mix]
             other = draws.factor[partner] * (1 - draws.lam[draws.mix])
