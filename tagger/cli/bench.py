@@ -10,8 +10,9 @@ writes only the .npy copies, then prints clips/s, seconds per MTAT-sized epoch (
 clips) and peak memory for (a) the model step alone, (b) the framework's training loop
 and (c) the coursework's loop: the median of ``--rounds`` rounds of all three in turn,
 and the ratios of each round. Extra arguments are ``train.py`` overrides, e.g.
-``data.batch_size=64`` or ``data.num_workers=1``. ``--json FILE`` also writes the medians
-and the median ratios as JSON (``summary``), for scripts such as benchmarks/gpu_check.sh.
+``data.batch_size=64``, ``data.num_workers=1`` or ``augment=standard`` (applied in (b),
+as ``train.py`` applies it). ``--json FILE`` also writes the medians and the median ratios
+as JSON (``summary``), for scripts such as benchmarks/gpu_check.sh.
 """
 
 from __future__ import annotations
