@@ -159,7 +159,7 @@ from pathlib import Path
 work, clips, steps, warmup, rounds, seconds = sys.argv[1:]
 title = (Path(work) / "title.txt").read_text().strip().splitlines()[-1]
 print(f"\n{title}; baseline 256/256, {clips} clips; medians of {rounds} round(s) of {steps} "
-      f"timed steps after {warmup}; {seconds} s in all\n")
+      f"timed steps after {warmup}; {seconds} s for the rows\n")
 print("| setting | overrides | (a) step clips/s | (b) loop clips/s | (c) coursework clips/s "
       "| (b) s/epoch | (b)/(a) | (b)/(c) | (b) peak MiB | wall s |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
