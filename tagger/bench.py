@@ -4,7 +4,8 @@
     on batches already in memory on the device, as the data module delivers them
     (a few distinct batches in turn): the limit set by the arithmetic.
 (b) ``framework``: the full training loop, Lightning ``Trainer`` over ``StoreDataModule``,
-    configured as ``train.py`` configures it (loggers, progress bar, step log; no validation).
+    configured as ``train.py`` configures it (loggers, progress bar, step log, the
+    ``augment=`` augmentation; no validation).
 (c) ``coursework``: a ``Dataset`` over one float32 ``.npy`` file per clip, ``DataLoader``
     batches of 10, and the same step as (a) in a plain loop.
 
@@ -36,6 +37,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from tagger.aggregation import clip_loss
+from tagger.augment import augment_callbacks
 from tagger.data.coursework import CLIP_SAMPLES
 from tagger.data.store import StoreClip, StorePlan, StoreWriter
 from tagger.module import TaggingModule, build_module
@@ -187,7 +189,7 @@ def bench_framework(cfg: DictConfig, device: torch.device, warmup: int, steps: i
         limit_val_batches=0,
         num_sanity_val_steps=0,
         enable_model_summary=False,
-        callbacks=[*instantiate_all(callbacks), clock],
+        callbacks=[*instantiate_all(callbacks), *augment_callbacks(cfg), clock],
         logger=instantiate_all(cfg.get("logger")) or False,
     )
     with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):

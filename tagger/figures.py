@@ -11,6 +11,7 @@
   its best and worst tag, labelled with their AUCs.
 * ``plot_robustness``: macro AUCs against the strength of each perturbation family
   (``tagger robustness``).
+* ``plot_taggram``: one file's tag probabilities over time (``tagger predict --taggram``).
 """
 
 from __future__ import annotations
@@ -291,3 +292,34 @@ def plot_robustness(
     axes[0].set_ylabel("macro AUC")
     axes[0].legend(fontsize="small")
     return _save(figure, path)
+
+
+def plot_taggram(
+    starts_s: np.ndarray,
+    hop_s: float,
+    probabilities: np.ndarray,
+    tag_names: Sequence[str],
+    clip_probabilities: np.ndarray,
+    path: Path,
+    top_k: int = 10,
+    title: str = "",
+) -> list[str]:
+    """A file's taggram: tag probability [0, 1] per window (columns: windows starting at
+    ``starts_s`` [n] seconds, each column ``hop_s`` wide) and tag (rows). Tags run from the
+    file's most probable (``clip_probabilities`` [K]) down, with a line under the first
+    ``top_k``. ``probabilities``: [n, K]. Returns the tag names from top to bottom."""
+    order = np.argsort(-clip_probabilities, kind="stable")
+    figure = Figure(figsize=(10, 1.2 + 0.16 * len(order)))
+    axis = figure.subplots()
+    end_s = starts_s[-1] + hop_s
+    image = axis.imshow(probabilities[:, order].T, aspect="auto", interpolation="nearest",
+                        cmap="magma", vmin=0, vmax=1,
+                        extent=(starts_s[0], end_s, len(order) - 0.5, -0.5))  # fmt: skip
+    names = [tag_names[i] for i in order]
+    axis.set_yticks(range(len(order)), names, fontsize="x-small")
+    if top_k < len(order):
+        axis.axhline(top_k - 0.5, color="w", lw=1)
+    axis.set(xlabel="window start (s)", title=title)
+    figure.colorbar(image, ax=axis, label="tag probability", fraction=0.03, pad=0.01)
+    _save(figure, path)
+    return names

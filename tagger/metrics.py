@@ -117,14 +117,17 @@ class EpochTagScores(Metric):
         self.add_state("targets", default=[], dist_reduce_fx="cat", persistent=True)
 
     def update(self, scores: Tensor, targets: Tensor) -> None:
-        """Add a batch: scores [B, K] (probabilities or logits), targets [B, K] in {0, 1}."""
+        """Add a batch: scores [B, K] (probabilities or logits), targets [B, K] in {0, 1}.
+
+        Soft targets (mixup's, ``tagger.augment``) count as their rounding (>= 0.5 is 1).
+        """
         if scores.shape != targets.shape or scores.shape[-1] != self.num_tags:
             raise ValueError(
                 f"expected scores and targets of shape [batch, {self.num_tags}], "
                 f"got {tuple(scores.shape)} and {tuple(targets.shape)}"
             )
         self.scores.append(scores.detach().float())
-        self.targets.append(targets.detach().to(torch.int8))
+        self.targets.append((targets.detach() >= 0.5).to(torch.int8))
 
     def compute(self) -> TagScores:
         return tag_scores(dim_zero_cat(self.scores), dim_zero_cat(self.targets))

@@ -2,17 +2,20 @@
 
 ``x`` is float audio ``[..., T]`` (any leading dims, e.g. ``[N, 1, T]`` or ``[N, T]``);
 every function returns a tensor of the same dtype and device. The scale does not matter
-(``[-1, 1]`` or int16's ``[-32768, 32767]`` as float): all operations are linear in ``x``
-except :func:`add_noise`, which measures each row's own power. Spectral work (FFT, STFT)
-runs in float32 and is cast back, so bf16/fp16 audio works too.
+(``[-1, 1]`` or int16's ``[-32768, 32767]`` as float): scaling ``x`` scales every result
+alike (the noise functions measure each row's own power). Spectral work (FFT, STFT) runs
+in float32 and is cast back, so bf16/fp16 audio works too.
 
-Why not torch-audiomentations: it needs torchaudio (built for one exact torch version,
-here torch 2.13.0, and in maintenance mode), julius and torch-pitch-shift, draws its
-random numbers from Python's and torch's global generators (so per-rank, per-step
-repeatable draws would need global-state juggling), and its pitch shift works one
-example at a time. These functions take an explicit ``torch.Generator`` where they draw,
-and work on whole batches; :mod:`tagger.augment` composes them into training
+Why not torch-audiomentations: its 0.12.0 release needs torchaudio (built for one exact
+torch version, here torch 2.13.0, and in maintenance mode), julius and torch-pitch-shift;
+it draws its random numbers from Python's and torch's global generators (so per-rank,
+per-step repeatable draws would need global-state juggling), and its pitch shift works
+one example at a time. These functions take an explicit ``torch.Generator`` where they
+draw, and work on whole batches; :mod:`tagger.augment` composes them into training
 augmentation.
+
+``speed`` is the cheap alternative to ``pitch_shift`` (pitch and tempo change together);
+``noise`` is the noise ``add_noise`` adds, for adding it in place.
 
 Filters are zero-phase and applied in the frequency domain over the whole row (FFT of
 the row zero-padded to a fast length, multiplied by a Butterworth magnitude response,
@@ -46,17 +49,23 @@ def gain(x: Tensor, db: Scalar) -> Tensor:
     return (x.float() * factor).to(x.dtype)
 
 
+def noise(x: Tensor, snr_db: Scalar, generator: torch.Generator | None = None) -> Tensor:
+    """The float32 noise :func:`add_noise` adds to x [..., T]: white Gaussian, ``snr_db``
+    dB below each row's mean power (zero for a silent row)."""
+    xf = x.float()
+    rms = torch.linalg.vector_norm(xf, dim=-1, keepdim=True) / math.sqrt(x.shape[-1])
+    scale = rms / 10.0 ** (_as_factor(snr_db, x) / 20.0)
+    white = torch.randn(xf.shape, generator=generator, device=x.device, dtype=torch.float32)
+    return white.mul_(scale)
+
+
 def add_noise(x: Tensor, snr_db: Scalar, generator: torch.Generator | None = None) -> Tensor:
     """x [..., T] plus white Gaussian noise ``snr_db`` dB below each row's mean power.
 
     ``snr_db`` is a float or a tensor broadcastable to ``x[..., :1]``. Silent rows (power 0)
     stay silent. ``generator`` (on x's device) makes the noise repeatable.
     """
-    xf = x.float()
-    power = xf.pow(2).mean(dim=-1, keepdim=True)
-    noise_power = power / 10.0 ** (_as_factor(snr_db, x) / 10.0)
-    noise = torch.randn(xf.shape, generator=generator, device=x.device, dtype=torch.float32)
-    return noise.mul_(noise_power.sqrt()).add_(xf).to(x.dtype)
+    return noise(x, snr_db, generator).add_(x.float()).to(x.dtype)
 
 
 def resample(x: Tensor, length: int) -> Tensor:
@@ -211,20 +220,30 @@ def _filtered(x: Tensor, sample_rate: float, response: Callable[[Tensor], Tensor
     n = x.shape[-1]
     size = fast_length(n)
     freqs = torch.fft.rfftfreq(size, d=1.0 / sample_rate, device=x.device)
-    spec = torch.fft.rfft(x.float(), n=size, dim=-1) * response(freqs)
+    spec = torch.fft.rfft(x.float(), n=size, dim=-1)
+    torch.view_as_real(spec).mul_(response(freqs).unsqueeze(-1))  # real gain, in place
     return torch.fft.irfft(spec, n=size, dim=-1)[..., :n].to(x.dtype)
+
+
+def _even_power(ratio: Tensor, order: int) -> Tensor:
+    """ratio ** (2 order) by repeated multiplication (a float power is several times dearer)."""
+    square = ratio * ratio
+    result = square
+    for _ in range(order - 1):
+        result = result * square
+    return result
 
 
 def _low_response(freqs: Tensor, cutoff: Tensor | float, order: int) -> Tensor:
     """Butterworth low-pass magnitude 1 / sqrt(1 + (f / fc) ** (2 order)), -3 dB at fc."""
-    return (1.0 + (freqs / cutoff) ** (2 * order)).rsqrt()
+    return (1.0 + _even_power(freqs / cutoff, order)).rsqrt_()
 
 
 def _high_response(freqs: Tensor, cutoff: Tensor | float, order: int) -> Tensor:
     """Butterworth high-pass magnitude 1 / sqrt(1 + (fc / f) ** (2 order)): 0 at DC, except
     for fc = 0 (all frequencies passed)."""
     nonzero = freqs.clamp_min(torch.finfo(torch.float32).tiny)
-    return (1.0 + (cutoff / nonzero) ** (2 * order)).rsqrt()
+    return (1.0 + _even_power(cutoff / nonzero, order)).rsqrt_()
 
 
 def lowpass(x: Tensor, cutoff_hz: Scalar, sample_rate: float, order: int = 4) -> Tensor:

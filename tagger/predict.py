@@ -6,10 +6,16 @@ shorter than one window is zero-padded to one), and the windows' scores are aver
 the way the model was trained to (``model.aggregation``). A file with NaN or infinite
 samples is refused (``AudioError``); one that decodes shorter than its header says is
 tagged on what it holds, and its ``Prediction`` says so.
+
+With a hop, a file also gets a taggram: every window's own tag probabilities (windows
+``hop`` samples apart, overlapping when the hop is shorter than a window), written by
+``write_taggram`` as a CSV and a picture. The clip-level scores are the same either way.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +25,9 @@ import torch
 
 from tagger.aggregation import clip_probabilities
 from tagger.data.audio import read_audio
+from tagger.figures import plot_taggram
 from tagger.module import TaggingModule, load_trained
+from tagger.run_files import OutputError, write_text
 
 #: Files a folder argument contributes (case-insensitive suffixes).
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
@@ -28,14 +36,27 @@ WINDOWS_PER_BATCH = 32
 
 
 @dataclass
+class Taggram:
+    """One file's per-window tag probabilities: ``starts_s`` [n], each window's start in
+    seconds, ``hop_s`` seconds apart, and ``probabilities`` [n, K], the sigmoid of each
+    window's logits."""
+
+    starts_s: np.ndarray
+    hop_s: float
+    probabilities: np.ndarray
+
+
+@dataclass
 class Prediction:
     """One file's tag probabilities: ``probabilities`` [K], in the tagger's tag order;
-    ``truncated``: why the file decoded shorter than its header says, or None."""
+    ``truncated``: why the file decoded shorter than its header says, or None;
+    ``taggram``: its windows' probabilities, when asked for."""
 
     path: Path
     windows: int
     probabilities: np.ndarray
     truncated: str | None = None
+    taggram: Taggram | None = None
 
     def top(self, tag_names: list[str], k: int) -> list[tuple[str, float]]:
         """The ``k`` most probable tags and their probabilities, most probable first."""
@@ -59,12 +80,68 @@ def audio_files(paths: Iterable[Path]) -> list[Path]:
     return found
 
 
-def windows(samples: np.ndarray, window: int) -> torch.Tensor:
-    """Mono samples [S] -> consecutive windows [n, 1, window], n = max(1, S // window)."""
+def windows(samples: np.ndarray, window: int, hop: int | None = None) -> torch.Tensor:
+    """Mono samples [S] -> windows [n, 1, window] starting every ``hop`` samples (default:
+    ``window``, consecutive ones), n = max(1, 1 + (S - window) // hop); a file shorter than
+    a window is zero-padded to one, a remainder shorter than a window is dropped."""
     if len(samples) < window:
         samples = np.pad(samples, (0, window - len(samples)))
-    n = len(samples) // window
-    return torch.from_numpy(samples[: n * window].copy()).view(n, 1, window)
+    return torch.from_numpy(samples.copy()).unfold(0, window, hop or window)[:, None, :]
+
+
+def taggram_names(files: Iterable[Path]) -> dict[Path, str]:
+    """Each file's taggram name (``write_taggram``'s ``name``): its file name, e.g.
+    ``song.mp3``; files of the same name in different folders get as many of their last
+    folders as tell them apart, e.g. ``rock/song.mp3`` and ``jazz/song.mp3``. The same file
+    given twice gets one name."""
+    by_name: dict[str, set[Path]] = {}
+    for path in files:
+        by_name.setdefault(path.name, set()).add(path.resolve())
+    names: dict[Path, str] = {}
+    for path in files:
+        same = by_name[path.name]
+        depth = 1
+        while len({_last(p, depth) for p in same}) < len(same):
+            depth += 1
+        names[path] = _last(path.resolve(), depth)
+    return names
+
+
+def _last(path: Path, depth: int) -> str:
+    """The last ``depth`` parts of an absolute path, joined by ``/`` (the root left out)."""
+    return "/".join(path.parts[1:][-depth:])
+
+
+def write_taggram(
+    prediction: Prediction, tag_names: list[str], directory: Path, name: str, top_k: int
+) -> tuple[Path, Path]:
+    """Write ``directory/<name>.taggram.csv`` (``start_s``, then one column per tag: a row
+    per window, probabilities to 6 decimals) and ``<name>.taggram.png`` (``plot_taggram``,
+    the file's ``top_k`` tags first), each via a temporary name; return both paths.
+
+    Raises ``OutputError`` naming a file that cannot be written."""
+    taggram = prediction.taggram
+    if taggram is None:
+        raise ValueError(f"{prediction.path} was tagged without a taggram (hop)")
+    csv_path, png_path = (directory / f"{name}.taggram.{kind}" for kind in ("csv", "png"))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["start_s", *tag_names])
+    for start, row in zip(taggram.starts_s, taggram.probabilities, strict=True):
+        writer.writerow([f"{start:.6f}", *(f"{p:.6f}" for p in row)])
+    try:
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError.of(csv_path, error) from None
+    write_text(csv_path, out.getvalue())
+    try:
+        plot_taggram(
+            taggram.starts_s, taggram.hop_s, taggram.probabilities, tag_names,
+            prediction.probabilities, png_path, top_k, title=str(prediction.path),
+        )  # fmt: skip
+    except OSError as error:
+        raise OutputError.of(png_path, error) from None
+    return csv_path, png_path
 
 
 class Tagger:
@@ -95,16 +172,30 @@ class Tagger:
         return self.model.tag_names
 
     @torch.inference_mode()
-    def tag(self, path: Path) -> Prediction:
-        """Tag one file; raises ``tagger.data.audio.AudioError`` if it cannot be decoded."""
+    def tag(self, path: Path, hop: int | None = None) -> Prediction:
+        """Tag one file; with ``hop`` (samples, 1 to the window length) also its taggram,
+        from windows ``hop`` samples apart. Raises ``tagger.data.audio.AudioError`` if the
+        file cannot be decoded."""
         samples, truncated = read_audio(path, self.sample_rate)
-        audio = windows(samples, self.window)  # [n, 1, T], [-1, 1]
-        audio = audio * self.model.hparams.input_scale  # the int16 scale the model trained on
-        logits = torch.cat(
+        logits = self._window_logits(windows(samples, self.window))  # [n, K]
+        probs = clip_probabilities(logits[None], self.model.hparams.aggregation)[0]
+        prediction = Prediction(path, len(logits), probs.cpu().numpy(), truncated)
+        if hop is not None:
+            if hop != self.window:
+                logits = self._window_logits(windows(samples, self.window, hop))
+            hop_s = hop / self.sample_rate
+            prediction.taggram = Taggram(
+                np.arange(len(logits)) * hop_s, hop_s, torch.sigmoid(logits).cpu().numpy()
+            )
+        return prediction
+
+    def _window_logits(self, audio: torch.Tensor) -> torch.Tensor:
+        """Windows [n, 1, T] on the [-1, 1] scale -> each window's logits [n, K]; the windows
+        are scaled a batch at a time, so overlapping ones (a view) are never all copied."""
+        scale = self.model.hparams.input_scale  # the int16 scale the model trained on
+        return torch.cat(
             [
-                self.model(batch[None].to(self.device))[0]  # [n_batch, K]
+                self.model((batch * scale)[None].to(self.device))[0]  # [n_batch, K]
                 for batch in audio.split(WINDOWS_PER_BATCH)
             ]
         )
-        probs = clip_probabilities(logits[None], self.model.hparams.aggregation)[0]
-        return Prediction(path, len(audio), probs.cpu().numpy(), truncated)

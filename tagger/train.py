@@ -20,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from tagger.augment import augment_callbacks
 from tagger.callbacks import RunInterrupted, StopOnSignal, StoreRunConfig
 from tagger.checkpoint_io import read_checkpoint
 from tagger.data.datamodule import ClipDataModule
@@ -145,7 +146,8 @@ def _train(cfg: DictConfig, stop: StopOnSignal) -> dict[str, Any]:
 
     trainer: L.Trainer = instantiate(
         cfg.trainer,
-        callbacks=[*instantiate_all(cfg.get("callbacks")), StoreRunConfig(run_config), stop],
+        callbacks=[*instantiate_all(cfg.get("callbacks")), *augment_callbacks(cfg),
+                   StoreRunConfig(run_config), stop],
         logger=instantiate_all(cfg.get("logger")) or False,
         max_epochs=lightning_max_epochs(cfg.trainer.max_epochs),
     )

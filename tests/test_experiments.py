@@ -62,6 +62,8 @@ def test_every_experiment_config_composes_and_builds_its_network(name: str, tmp_
         assert (cfg.model.net.feature_pool, cfg.model.net.feature_pool_size) == (mode, int(size))
     if name.startswith("optimizer_"):
         assert cfg.optimizer._target_.lower().endswith(name.removeprefix("optimizer_"))
+    if name.startswith("augment_"):
+        assert (cfg.augment.mixup.p > 0) == (name == "augment_standard")
 
 
 @pytest.mark.parametrize(
@@ -121,6 +123,22 @@ def test_optimizer_study_runs_and_reports_one_row_per_config(tmp_path: Path) -> 
     markdown = (out / "report.md").read_text()
     assert "| published |" in markdown
     assert sum("| n/a | n/a |" in line for line in markdown.splitlines()) == 3
+
+
+@pytest.mark.slow
+def test_augment_study_runs_and_reports_augmentation_off_and_on(tmp_path: Path) -> None:
+    out = tmp_path / "augment"
+    script = REPO_ROOT / "experiments" / "augment.sh"
+    result = run_study(script, out, *TINY, "test=false", SEEDS="1", QUICK="1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(out / "report.csv", newline="") as table:
+        rows = list(csv.DictReader(table))
+    assert [row["config"] for row in rows] == [
+        "experiment=augment_none",
+        "experiment=augment_standard",
+    ]
+    assert all(row["completed"] == "1" and float(row["test_auc_mean"]) > 0 for row in rows)
+    assert rows[0]["train_auc_mean"] != rows[1]["train_auc_mean"]
 
 
 def test_a_study_without_an_environment_says_how_to_name_one(tmp_path: Path) -> None:

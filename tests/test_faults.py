@@ -86,6 +86,13 @@ def straight(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return train(compose_config("train", tmp_path_factory.mktemp("straight"), RUN))
 
 
+@pytest.fixture(scope="module")
+def straight_augmented(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The summary of RUN with augment=standard, never interrupted."""
+    run_dir = tmp_path_factory.mktemp("straight_augmented")
+    return train(compose_config("train", run_dir, [*RUN, "augment=standard"]))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_in_the_first_epoch_stops_saves_and_auto_resume_gives_the_same_metrics(
@@ -125,11 +132,16 @@ def test_a_signal_in_the_first_epoch_stops_saves_and_auto_resume_gives_the_same_
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("augment", ["none", "standard"])
 def test_sigkill_mid_epoch_then_auto_resume_gives_the_uninterrupted_metrics(
-    tmp_path: Path, straight: dict
+    tmp_path: Path, request: pytest.FixtureRequest, augment: str
 ) -> None:
+    """With augment=standard too: the resumed run draws the augmentations the uninterrupted
+    one drew (they depend on the seed and the step, nothing saved)."""
+    straight = request.getfixturevalue("straight" if augment == "none" else "straight_augmented")
     run_dir = tmp_path / "killed"
-    args = [str(REPO_ROOT / "train.py"), *RUN, f"hydra.run.dir={run_dir}", "ckpt_path=auto"]
+    args = [str(REPO_ROOT / "train.py"), *RUN, f"augment={augment}", f"hydra.run.dir={run_dir}",
+            "ckpt_path=auto"]  # fmt: skip
     killed = run_cli(*args, f"+callbacks.kill._target_={__name__}.SigkillAt",
                      f"+callbacks.kill.step={KILL_AT_STEP}", cwd=tmp_path)  # fmt: skip
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
@@ -146,6 +158,8 @@ def test_sigkill_mid_epoch_then_auto_resume_gives_the_uninterrupted_metrics(
 
     assert results(metrics) == results(straight)
     assert metrics["test"]["auc"] == straight["test"]["auc"]
+    if augment != "none":  # and the augmentation did change the run
+        assert results(straight) != results(request.getfixturevalue("straight"))
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

@@ -2,7 +2,7 @@
 
     tagger bench [--model baseline] [--stride 256] [--device cpu|cuda] [--clips 2000]
                  [--store STORE] [--steps 100] [--warmup 10] [--rounds 5] [--dir DIR]
-                 [overrides ...]
+                 [--json FILE] [overrides ...]
 
 Writes ``--clips`` random MTAT-sized clips (29.1 s at 12 kHz) as a clip store and as
 float32 .npy files in a temporary folder (deleted afterwards), or reads ``--store`` and
@@ -10,7 +10,9 @@ writes only the .npy copies, then prints clips/s, seconds per MTAT-sized epoch (
 clips) and peak memory for (a) the model step alone, (b) the framework's training loop
 and (c) the coursework's loop: the median of ``--rounds`` rounds of all three in turn,
 and the ratios of each round. Extra arguments are ``train.py`` overrides, e.g.
-``data.batch_size=64`` or ``data.num_workers=1``.
+``data.batch_size=64``, ``data.num_workers=1`` or ``augment=standard`` (applied in (b),
+as ``train.py`` applies it). ``--json FILE`` also writes the medians and the median ratios
+as JSON (``summary``), for scripts such as benchmarks/gpu_check.sh.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import shutil
 import statistics
 import tempfile
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +40,7 @@ from tagger.bench import (
 )
 from tagger.cli.hydra_setup import compose_run_config, exit_on_config_error
 from tagger.data.store import META_FILE, ClipStore
+from tagger.run_files import write_json
 
 
 def bench_config(store: Path, run_dir: Path, overrides: list[str]) -> DictConfig:
@@ -72,6 +76,8 @@ def parser() -> argparse.ArgumentParser:
     main.add_argument(
         "--dir", type=Path, help="keep the clips here, for the next run (default: a temp dir)"
     )
+    main.add_argument("--json", type=Path, metavar="FILE",
+                      help="also write the medians and median ratios here, as JSON")  # fmt: skip
     main.add_argument("overrides", nargs="*", help="train.py overrides")
     return main
 
@@ -113,6 +119,19 @@ def report(results: list[list[Throughput]]) -> str:
     return "\n".join(lines)
 
 
+def summary(results: list[list[Throughput]]) -> dict[str, object]:
+    """``report``'s medians as data: per way its name, clips/s, s/epoch and peak MiB, and
+    the median over rounds of (b)/(a), (c)/(a) and (b)/(c)."""
+    ratios = zip(*(_ratios(*round_results) for round_results in results), strict=True)
+    return {
+        "rounds": len(results),
+        "ways": [{**asdict(r), "epoch_s": r.epoch_s} for r in median_throughputs(results)],
+        "median_ratios": dict(
+            zip(("b/a", "c/a", "b/c"), map(statistics.median, ratios), strict=True)
+        ),
+    }
+
+
 def main() -> None:
     args = parser().parse_args()
     logging.getLogger("lightning").setLevel(logging.WARNING)
@@ -135,6 +154,8 @@ def main() -> None:
               f"store {store}")  # fmt: skip
         results = bench_rounds(cfg, work / "npy", device, args.warmup, args.steps, args.rounds)
         print(report(results))
+        if args.json:
+            write_json(args.json, summary(results))
     except Exception as error:  # a bad --store or override: one line, no traceback
         exit_on_config_error(error)
         raise

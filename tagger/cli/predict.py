@@ -1,6 +1,11 @@
-"""``tagger predict CKPT FILE_OR_DIR... [--top-k 10] [--format table|json|csv] [--device cpu]``.
+"""``tagger predict CKPT FILE_OR_DIR... [--top-k 10] [--format table|json|csv] [--device cpu]
+[--taggram DIR [--hop SECONDS]]``.
 
 Prints each file's most probable tags (table), every tag's probability (json, csv).
+With ``--taggram DIR`` it also writes each file's taggram, the probabilities of every
+window, as ``DIR/<file name>.taggram.csv`` and ``.taggram.png`` (``write_taggram``;
+same-named files of different folders go into subfolders named after the folders that
+tell them apart: ``taggram_names``).
 Files that cannot be decoded, hold NaN or infinite samples, or get non-finite
 probabilities from the model are named on stderr and skipped; the others still come
 out, and no NaN is ever printed (the json output is strict JSON). A truncated file is
@@ -22,7 +27,14 @@ import torch
 
 from tagger.data.audio import AudioError
 from tagger.errors import ConfigError
-from tagger.predict import AUDIO_SUFFIXES, Prediction, Tagger, audio_files
+from tagger.predict import (
+    AUDIO_SUFFIXES,
+    Prediction,
+    Tagger,
+    audio_files,
+    taggram_names,
+    write_taggram,
+)
 
 
 def render_table(predictions: list[Prediction], tag_names: list[str], top_k: int) -> str:
@@ -68,9 +80,12 @@ def render_csv(predictions: list[Prediction], tag_names: list[str]) -> str:
 
 
 def checked(prediction: Prediction) -> Prediction:
-    """``prediction``, if its probabilities are finite (else ``AudioError`` naming the file);
-    a truncated file is named on stderr."""
-    if not np.isfinite(prediction.probabilities).all():
+    """``prediction``, if its probabilities (and its taggram's) are finite, else ``AudioError``
+    naming the file; a truncated file is named on stderr."""
+    taggram = prediction.taggram
+    if not np.isfinite(prediction.probabilities).all() or (
+        taggram is not None and not np.isfinite(taggram.probabilities).all()
+    ):
         raise AudioError(
             prediction.path,
             "the model gives NaN or infinite probabilities for it (a diverged checkpoint?)",
@@ -96,12 +111,39 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--format", choices=("table", "json", "csv"), default="table",
                         help="table: top tags; json and csv: every tag's probability")  # fmt: skip
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--taggram", type=Path, metavar="DIR",
+                        help="also write each file's window-by-window tag probabilities here: "
+                        "<file name>.taggram.csv and .taggram.png")  # fmt: skip
+    parser.add_argument("--hop", type=float, metavar="SECONDS",
+                        help="taggram windows start this far apart; shorter than a window, "
+                        "they overlap (default: the window length)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.top_k < 1:
         parser.error(f"--top-k must be at least 1, not {args.top_k}")
+    if args.hop is not None and args.taggram is None:
+        parser.error("--hop sets the taggram's windows: give --taggram DIR too")
+    if args.hop is not None and not 0 < args.hop < float("inf"):
+        parser.error(f"--hop must be a positive number of seconds, not {args.hop}")
+    if args.taggram is not None and args.taggram.exists() and not args.taggram.is_dir():
+        parser.error(f"--taggram {args.taggram} is a file; give a folder (made if missing)")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA GPU is available here (leave --device at cpu)")
     return args
+
+
+def taggram_hop(args: argparse.Namespace, tagger: Tagger) -> int:
+    """``--hop`` in samples at the model's rate (default: the window); exits with status 2
+    when it rounds to no sample or is longer than a window (windows would leave gaps)."""
+    if args.hop is None:
+        return tagger.window
+    hop = round(args.hop * tagger.sample_rate)
+    window_s = tagger.window / tagger.sample_rate
+    if not 1 <= hop <= tagger.window:
+        print(f"tagger predict: error: --hop {args.hop} is {hop} samples at the model's "
+              f"{tagger.sample_rate} Hz; give 1/{tagger.sample_rate} s to {window_s:g} s, the "
+              "model's window", file=sys.stderr)  # fmt: skip
+        raise SystemExit(2)
+    return hop
 
 
 def main() -> None:
@@ -116,15 +158,25 @@ def main() -> None:
         print(f"tagger predict: error: no {', '.join(AUDIO_SUFFIXES)} files in "
               f"{', '.join(map(str, args.inputs))}", file=sys.stderr)  # fmt: skip
         raise SystemExit(2)
+    hop = taggram_hop(args, tagger) if args.taggram else None
+    names = taggram_names(files)
 
     predictions: list[Prediction] = []
     skipped: list[AudioError] = []
     for path in files:
         try:
-            predictions.append(checked(tagger.tag(path)))
+            prediction = checked(tagger.tag(path, hop))
         except AudioError as error:
             print(f"tagger predict: skipped {error}", file=sys.stderr)
             skipped.append(error)
+            continue
+        predictions.append(prediction)
+        if args.taggram:
+            try:
+                write_taggram(prediction, tagger.tag_names, args.taggram, names[path], args.top_k)
+            except ConfigError as error:  # the folder cannot be written: no use going on
+                print(f"tagger predict: error: {error}", file=sys.stderr)
+                raise SystemExit(2) from None
 
     if args.format == "json":
         print(render_json(predictions, tagger.tag_names, args.top_k, skipped), end="")
@@ -132,6 +184,9 @@ def main() -> None:
         print(render_csv(predictions, tagger.tag_names), end="")
     elif predictions:
         print(render_table(predictions, tagger.tag_names, args.top_k), end="")
+    if args.taggram and predictions:
+        print(f"tagger predict: taggrams of {len(predictions)} files in {args.taggram}",
+              file=sys.stderr)  # fmt: skip
     if skipped:
         print(f"tagger predict: {len(skipped)} of {len(files)} files skipped", file=sys.stderr)
         raise SystemExit(1)
