@@ -180,11 +180,11 @@ class Augment(Callback):
         self.lowpass_hz = _range("filter.lowpass_hz", self.filter["lowpass_hz"], positive=True)
         self.highpass_hz = _range("filter.highpass_hz", self.filter["highpass_hz"], positive=True)
         nyquist = self.sample_rate / 2
-        if max(self.lowpass_hz[1], self.highpass_hz[1]) >= nyquist:
+        if self.filter["p"] and max(self.lowpass_hz[1], self.highpass_hz[1]) >= nyquist:
             raise ConfigError(
                 f"augment.filter cutoffs must stay below {nyquist:g} Hz (half of "
-                f"data.sample_rate={self.sample_rate:g}); lower filter.lowpass_hz or "
-                "filter.highpass_hz"
+                f"data.sample_rate={self.sample_rate:g}); lower augment.filter.lowpass_hz and "
+                "augment.filter.highpass_hz, or set augment.filter.p=0"
             )
         self.semitones = np.asarray([float(s) for s in self.pitch["semitones"]])
         if self.semitones.size == 0 or not np.isfinite(self.semitones).all():

@@ -94,7 +94,7 @@ class FakeTagger:
 
     tag_names = ("a", "b")
 
-    def tag(self, path: Path) -> Prediction:
+    def tag(self, path: Path, hop: int | None = None) -> Prediction:
         read_audio(path, 8000)  # refuses NaN samples, as the real one does
         probabilities = np.array([np.nan if path.name.startswith("nan") else 0.25, 0.75])
         return Prediction(path, 1, probabilities)
