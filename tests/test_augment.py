@@ -262,7 +262,7 @@ def test_train_with_the_standard_preset_records_it(train_config, monkeypatch) ->
     assert summary["status"] == "completed" and 0 <= summary["final"]["train/auc"] <= 1
     recorded = json.loads((Path(summary["run_dir"]) / "metrics.json").read_text())
     assert recorded["config"]["augment"]["_target_"] == "tagger.augment.Augment"
-    assert recorded["config"]["augment"]["pitch"]["p"] == 0.2
+    assert recorded["config"]["augment"]["pitch"]["p"] == 0.1
     assert recorded["config"]["augment"]["sample_rate"] == 12000
     assert all(audio.dtype == torch.float32 for audio, _ in batches.seen)
     assert any(not torch.equal(labels.round(), labels) for _, labels in batches.seen)
