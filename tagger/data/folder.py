@@ -3,8 +3,10 @@
 The labels CSV has a header and one row per file: ``path`` (relative to the root),
 ``tags`` (names separated by ``;``, may be empty) and optionally ``split``
 (``train``, ``val`` or ``test``; without the column the split is drawn from a seed).
+Every row has as many fields as the header (tags are separated by ``;``, not by commas).
 Tag columns are the tags' names in alphabetical order. Every listed file must lie under
-the root (an absolute path, ``..`` or a symlink leading out is refused) and be listed once.
+the root and be listed once (``tagger.confine``: an absolute path, ``..`` or a symlink
+leading out is refused; two spellings of one file are one file).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tagger.confine import confine_all
 from tagger.data.splits import SPLIT_NAMES, seeded_split
 from tagger.data.store import DEFAULT_MIN_SECONDS, StoreClip, StorePlan
 from tagger.errors import ConfigError
@@ -21,15 +24,16 @@ from tagger.errors import ConfigError
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
 
-def read_labels(labels: Path) -> list[dict[str, str]]:
-    """The rows of a labels CSV, checked: ``path`` and ``tags`` columns, at least one row."""
+def read_labels(labels: Path) -> list[tuple[int, dict[str, str]]]:
+    """The rows of a labels CSV with their line numbers, checked: ``path`` and ``tags``
+    columns, at least one row, and every row with as many fields as the header."""
     if not labels.is_file():
         raise ConfigError(f"--labels {labels}: no such file (expected a CSV of path,tags)")
     try:
         with open(labels, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            rows = list(reader)
-            columns = reader.fieldnames or []
+            reader = csv.reader(f)
+            columns = next(reader, [])
+            lines = [(reader.line_num, fields) for fields in reader if fields]
     except (UnicodeDecodeError, csv.Error) as error:
         raise ConfigError(f"--labels {labels}: not a UTF-8 CSV file ({error})") from None
     if not columns:
@@ -43,35 +47,16 @@ def read_labels(labels: Path) -> list[dict[str, str]]:
             f"--labels {labels}: no {' or '.join(missing)} column; expected a header "
             f"`path,tags[,split]`, found {','.join(columns)}"
         )
-    if not rows:
+    if not lines:
         raise ConfigError(f"--labels {labels}: a header but no rows; expected one row per file")
-    return rows
-
-
-def check_paths(root: Path, labels: Path, rows: list[dict[str, str]]) -> None:
-    """Refuse rows whose path is absolute or resolves outside ``root`` (through ``..`` or a
-    symlink), and files listed twice: one ``ConfigError`` with a line per offending row."""
-    inside = root.resolve()
-    problems, first_line = [], {}
-    for line, row in enumerate(rows, start=2):
-        where, path = f"--labels {labels} line {line}", row["path"]
-        target = (root / path).resolve()
-        if Path(path).is_absolute():
-            problems.append(f"{where}: path {path!r} is absolute; give it relative to --root")
-        elif not target.is_relative_to(inside):
-            problems.append(
-                f"{where}: path {path!r} leads outside --root {root} (to {target}); list only "
-                "files under the root"
+    for line, fields in lines:
+        if len(fields) != len(columns):
+            raise ConfigError(
+                f"--labels {labels} line {line}: {len(fields)} field(s) under a header of "
+                f"{len(columns)} ({','.join(columns)}); separate tags with `;`, and quote a "
+                "field that holds a comma"
             )
-        elif target in first_line:
-            problems.append(
-                f"--labels {labels} lines {first_line[target]} and {line}: both list "
-                f"{target.relative_to(inside)}; list each file once"
-            )
-        else:
-            first_line[target] = line
-    if problems:
-        raise ConfigError("\n".join(problems))
+    return [(line, dict(zip(columns, fields, strict=True))) for line, fields in lines]
 
 
 def track_limits(
@@ -118,8 +103,8 @@ def folder_plan(
             "--max-seconds and --min-seconds are for whole tracks; add --clip-seconds none"
         )
     max_samples, min_samples = track_limits(sample_rate, max_seconds, min_seconds)
-    rows = read_labels(labels)
-    for line, row in enumerate(rows, start=2):
+    lines = read_labels(labels)
+    for line, row in lines:
         if not row["path"] or not row["path"].lower().endswith(AUDIO_SUFFIXES):
             raise ConfigError(
                 f"--labels {labels} line {line}: path {row['path']!r} is not a "
@@ -129,7 +114,11 @@ def folder_plan(
             raise ConfigError(
                 f"--labels {labels} line {line}: split {row['split']!r} is not train, val or test"
             )
-    check_paths(root, labels, rows)
+    rows = [row for _, row in lines]
+    targets = confine_all(
+        root, [(row["path"], f"--labels {labels} line {line}") for line, row in lines],
+        root_name="--root",
+    )  # fmt: skip
     tag_lists = [[tag.strip() for tag in row["tags"].split(";") if tag.strip()] for row in rows]
     tag_names = sorted({tag for tags in tag_lists for tag in tags})
     if not tag_names:
@@ -141,10 +130,10 @@ def folder_plan(
         splits = seeded_split(len(rows), val_fraction, test_fraction, seed)
         split_rule = f"seeded: val {val_fraction}, test {test_fraction}, seed {seed}"
     clips = []
-    for row, tags, split in zip(rows, tag_lists, splits, strict=True):
+    for row, target, tags, split in zip(rows, targets, tag_lists, splits, strict=True):
         vector = np.zeros(len(tag_names), np.uint8)
         vector[[column[tag] for tag in tags]] = 1
-        clips.append(StoreClip(row["path"], root / row["path"], row["path"], split, vector))
+        clips.append(StoreClip(row["path"], target, row["path"], split, vector))
     meta = {
         "source": "folder",
         "root": str(root.resolve()),
