@@ -3,6 +3,9 @@
 The release is 16 part folders ``0``-``f`` of mp3 files (16 kHz mono, about 29.1 s)
 and ``annotations_final.csv``: tab-separated, every field quoted, columns ``clip_id``,
 the 188 tags of ``MTAT_COLUMNS`` ("0"/"1") and ``mp3_path`` (relative to the root).
+Every ``mp3_path`` passes ``tagger.confine``: it must lie under the root once resolved
+(``..`` and symlinks followed) and no two rows may name one file; the split a rule gives
+is judged on the resolved path too (the part is the folder the file really lies in).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tagger.confine import confine_all
 from tagger.data.splits import split_rule
 from tagger.data.store import StoreClip, StorePlan
 from tagger.data.tagsets import MTAT_COLUMNS, tagset
@@ -32,8 +36,11 @@ def read_annotations(root: Path) -> tuple[list[str], np.ndarray, list[str]]:
             f"--root {root}: no {ANNOTATIONS} there (expected the MTAT release: part folders "
             f"0-f and {ANNOTATIONS})"
         )
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f, delimiter="\t"))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f, delimiter="\t"))
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ConfigError(f"{path}: not a UTF-8 tab-separated file ({error})") from None
     if not rows or tuple(rows[0]) != HEADER:
         found = rows[0][:3] if rows else "nothing"
         raise ConfigError(
@@ -64,23 +71,31 @@ def mtat_plan(root: Path, sample_rate: int, tags: str, split: str) -> StorePlan:
         raise ConfigError(f"--root {root}: no such directory (expected the MTAT release)")
     tag_set, rule = tagset(tags), split_rule(split)
     ids, raw, paths = read_annotations(root)
+    where = [f"{root / ANNOTATIONS} line {line}" for line in range(2, len(paths) + 2)]
+    targets = confine_all(
+        root, list(zip(paths, where, strict=True)), field="mp3_path", root_name="--root"
+    )
+    inside = root.resolve()
+    resolved = [target.relative_to(inside).as_posix() for target in targets]
+    rule = rule.confined_to(root)
     labels = tag_set.labels(raw)
     clips, dropped = [], {"no_tag_in_set": 0, "in_no_split": 0}
     kind, listed = rule.listed()
-    unknown = sorted(set(listed) - set(ids if kind == "clip id" else paths))
+    unknown = sorted(set(listed) - set(ids if kind == "clip id" else resolved))
     if unknown:
         raise ConfigError(
             f"--split {split}: {len(unknown)} listed clip(s) are not in {root / ANNOTATIONS}, "
             f"e.g. {kind} {unknown[0]}; use the split files made for this copy of MTAT"
         )
-    for clip_id, row, mp3_path in zip(ids, labels, paths, strict=True):
-        clip_split = rule.split_of(clip_id, mp3_path)
+    rows = zip(ids, labels, paths, targets, resolved, strict=True)
+    for clip_id, row, mp3_path, target, relative in rows:
+        clip_split = rule.split_of(clip_id, relative)
         if clip_split is None:
             dropped["in_no_split"] += 1
         elif rule.drop_untagged and not row.any():
             dropped["no_tag_in_set"] += 1
         else:
-            clips.append(StoreClip(clip_id, root / mp3_path, mp3_path, clip_split, row))
+            clips.append(StoreClip(clip_id, target, mp3_path, clip_split, row))
     meta = {
         "source": "mtat",
         "root": str(root.resolve()),

@@ -8,18 +8,21 @@ MTAT's clips sit in 16 folders ("parts") ``0``-``f``; the split rules in use
                  (the coursework's pickles hold only tagged clips: 16,963 + 4,392)
     clean:DIR    the split files in DIR (``train``/``valid``/``test`` as ``.npy`` arrays of
                  ``"<index>\\t<part>/<file>.mp3"`` or ``.txt`` lists of mp3 paths); clips in
-                 no file, or with no tag in the tag set, are dropped
+                 no file, or with no tag in the tag set, are dropped. The listed paths pass
+                 ``tagger.confine`` (``SplitRule.confined_to``): each must lie under the
+                 MTAT root and be listed once, judged on its resolved path
     pons:DIR     Pons et al.'s files in DIR (``{train,val,test}_gt_mtt.tsv``, one clip a line:
                  ``<clip_id>\\t[<50 floats>]``), by clip id; clips in no file are dropped
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from tagger.confine import confine_all
 from tagger.errors import ConfigError
 
 PARTS = "0123456789abcdef"
@@ -34,9 +37,12 @@ class SplitRule:
         name: ``dieleman``, ``coursework``, ``clean:DIR`` or ``pons:DIR``.
         drop_untagged: drop clips with no tag of the tag set (counted in the store's meta).
         by_part: part (``0``-``f``) -> split, for rules defined by part.
-        by_path: mp3 path (``<part>/<file>.mp3``) -> split, for rules given as path lists.
+        by_path: mp3 path (``<part>/<file>.mp3``, resolved and relative to the MTAT root)
+            -> split, for rules given as path lists; filled by ``confined_to``.
         by_id: clip id (``annotations_final.csv``'s ``clip_id``) -> split, for rules given
             as id lists.
+        listed_paths: for rules given as path lists, every entry of the split files as
+            ``(mp3 path as written, split, file and line)``.
     """
 
     name: str
@@ -44,13 +50,14 @@ class SplitRule:
     by_part: dict[str, str] = field(default_factory=dict)
     by_path: dict[str, str] = field(default_factory=dict)
     by_id: dict[str, str] = field(default_factory=dict)
+    listed_paths: tuple[tuple[str, str, str], ...] = ()
 
     def split_of(self, clip_id: str, mp3_path: str) -> str | None:
-        """The split of clip ``clip_id`` at ``mp3_path`` (relative to the MTAT root), None if
-        in none."""
+        """The split of clip ``clip_id`` at ``mp3_path`` (resolved, relative to the MTAT
+        root: the part is the folder the file really lies in), None if in none."""
         if self.by_id:
             return self.by_id.get(clip_id)
-        if self.by_path:
+        if self.listed_paths:
             return self.by_path.get(mp3_path)
         return self.by_part.get(mp3_path.split("/", 1)[0])
 
@@ -59,31 +66,64 @@ class SplitRule:
         list; ``("", {})`` for rules by part."""
         if self.by_id:
             return "clip id", self.by_id
-        return ("mp3 path", self.by_path) if self.by_path else ("", {})
+        return ("mp3 path", self.by_path) if self.listed_paths else ("", {})
+
+    def confined_to(self, root: Path) -> SplitRule:
+        """This rule with ``by_path`` keyed by each listed path resolved under the MTAT
+        ``root`` (``tagger.confine.confine_all``): a listed path that leads outside the
+        root, or two entries naming one file (in one split or two), raise ``ConfigError``
+        naming the split file and line. Rules not given as paths are returned as they are."""
+        if not self.listed_paths:
+            return self
+        targets = confine_all(
+            root,
+            [(path, where) for path, _, where in self.listed_paths],
+            field="mp3 path",
+            root_name="--root",
+        )
+        inside = root.resolve()
+        by_path = {
+            target.relative_to(inside).as_posix(): split
+            for target, (_, split, _) in zip(targets, self.listed_paths, strict=True)
+        }
+        return replace(self, by_path=by_path)
 
 
 def _parts(first: str, last: str, split: str) -> dict[str, str]:
     return {part: split for part in PARTS[PARTS.index(first) : PARTS.index(last) + 1]}
 
 
-def _read_split_file(path: Path) -> list[str]:
-    """mp3 paths listed in a ``clean`` split file (``.npy`` of ``index\\tpath`` or ``.txt``)."""
+def _read_split_file(path: Path) -> list[tuple[str, str]]:
+    """The mp3 paths listed in a ``clean`` split file (``.npy`` of ``index\\tpath`` or
+    ``.txt``), each with where it is (``FILE entry N`` or ``FILE line N``, from 1)."""
     if path.suffix == ".npy":
         try:
-            entries = np.load(path, allow_pickle=False).tolist()
+            entries = np.load(path, allow_pickle=False)
         except (ValueError, OSError) as error:
             raise ConfigError(
                 f"{path}: cannot be read as a numpy array of strings ({error})"
             ) from None
-        return [str(entry).split("\t")[-1].strip() for entry in entries]
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [line.split("\t")[-1].strip() for line in lines if line.strip()]
+        if entries.ndim != 1:
+            raise ConfigError(f"{path}: holds an array of shape {entries.shape}; expected a list")
+        return [
+            (str(entry).split("\t")[-1].strip(), f"{path} entry {number}")
+            for number, entry in enumerate(entries.tolist(), start=1)
+        ]
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({error})") from None
+    return [
+        (text.split("\t")[-1].strip(), f"{path} line {number}")
+        for number, text in enumerate(lines, start=1)
+        if text.strip()
+    ]
 
 
 def _clean_rule(directory: Path) -> SplitRule:
     if not directory.is_dir():
         raise ConfigError(f"--split clean:{directory}: no such directory of split files")
-    by_path: dict[str, str] = {}
+    listed: list[tuple[str, str, str]] = []
     for split, stem in (("train", "train"), ("val", "valid"), ("test", "test")):
         candidates = [directory / f"{stem}.npy", directory / f"{stem}.txt"]
         found = [path for path in candidates if path.is_file()]
@@ -91,13 +131,8 @@ def _clean_rule(directory: Path) -> SplitRule:
             raise ConfigError(
                 f"--split clean:{directory}: expected {stem}.npy or {stem}.txt in that directory"
             )
-        for mp3_path in _read_split_file(found[0]):
-            if by_path.setdefault(mp3_path, split) != split:
-                raise ConfigError(
-                    f"{found[0]}: {mp3_path} is already in the {by_path[mp3_path]} split file; "
-                    "a clip can be in one split only"
-                )
-    return SplitRule(f"clean:{directory}", drop_untagged=True, by_path=by_path)
+        listed += [(path, split, where) for path, where in _read_split_file(found[0])]
+    return SplitRule(f"clean:{directory}", drop_untagged=True, listed_paths=tuple(listed))
 
 
 #: The split files of Pons et al.'s MTAT split, by split.
