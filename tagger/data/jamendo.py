@@ -5,7 +5,9 @@ split files ``splits/split-<N>/autotagging[_<subset>]-{train,validation,test}.ts
 TAB-separated, the header ``TRACK_ID ARTIST_ID ALBUM_ID PATH DURATION TAGS``, one track a
 line, and from the sixth field on one tag a field (``genre---rock``,
 ``instrument---piano``, ``mood/theme---relaxing``; a variable number per row). ``PATH``
-(``15/215.mp3``) is relative to the audio folder.
+(``15/215.mp3``) is relative to the audio folder; every one passes ``tagger.confine``: it
+must lie under ``--audio`` once resolved (``..`` and symlinks followed), and no two rows of
+the three files may name one file (so no audio is in two splits).
 
 Label columns are the tags of the three files, full names (``genre---rock``) in
 alphabetical order; the category of each (the part before ``---``) goes into meta.json
@@ -17,10 +19,11 @@ or their middle ``max_samples`` when longer; shorter ones are zero-padded to
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
+from tagger.confine import confine_all
 from tagger.data.folder import track_limits
 from tagger.data.store import StoreClip, StorePlan
 from tagger.errors import ConfigError
@@ -43,11 +46,13 @@ SPLIT_INDICES = range(5)
 @dataclass(frozen=True)
 class Track:
     """One row of a split file: the track's id, its audio path (relative to the audio
-    folder) and its tags (full names, ``category---tag``)."""
+    folder, as the file gives it), its tags (full names, ``category---tag``) and where the
+    row is (``FILE line N``)."""
 
     track_id: str
     path: str
     tags: tuple[str, ...]
+    where: str
 
 
 def split_file(splits: Path, subset: str, split_index: int, split: str) -> Path:
@@ -63,7 +68,10 @@ def read_split_file(path: Path) -> list[Track]:
             f"{path}: no such split file; --splits is the folder that holds split-0 ... "
             "split-4 (data/splits in the MTG-Jamendo repository)"
         )
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({error})") from None
     header = tuple(lines[0].split("\t")) if lines else ()
     if header != HEADER:
         raise ConfigError(
@@ -94,13 +102,7 @@ def read_split_file(path: Path) -> list[Track]:
                 f"{where}: tag {odd[0]!r} is not of the form category{CATEGORY_SEPARATOR}tag "
                 f"(e.g. genre{CATEGORY_SEPARATOR}rock)"
             )
-        audio_path = PurePosixPath(fields[3].strip())
-        if audio_path.is_absolute() or ".." in audio_path.parts:
-            raise ConfigError(
-                f"{where}: PATH {str(audio_path)!r} must be relative to the audio folder "
-                "(like 15/215.mp3)"
-            )
-        tracks.append(Track(fields[0].strip(), str(audio_path), tags))
+        tracks.append(Track(fields[0].strip(), fields[3].strip(), tags, where))
     if not tracks:
         raise ConfigError(f"{path}: the header has no track rows under it")
     return tracks
@@ -155,14 +157,17 @@ def jamendo_plan(
                 )
             first_file[track.track_id] = path
             tracks.append(track)
-    tag_names = sorted({tag for _, tracks in per_split.values() for t in tracks for tag in t.tags})
+    listed = [(split, track) for split, (_, tracks) in per_split.items() for track in tracks]
+    targets = confine_all(
+        audio, [(track.path, track.where) for _, track in listed], field="PATH", root_name="--audio"
+    )
+    tag_names = sorted({tag for _, track in listed for tag in track.tags})
     column = {tag: i for i, tag in enumerate(tag_names)}
     clips = []
-    for split, (_, tracks) in per_split.items():
-        for track in tracks:
-            vector = np.zeros(len(tag_names), np.uint8)
-            vector[[column[tag] for tag in track.tags]] = 1
-            clips.append(StoreClip(track.track_id, audio / track.path, track.path, split, vector))
+    for (split, track), target in zip(listed, targets, strict=True):
+        vector = np.zeros(len(tag_names), np.uint8)
+        vector[[column[tag] for tag in track.tags]] = 1
+        clips.append(StoreClip(track.track_id, target, track.path, split, vector))
     meta = {
         "source": "jamendo",
         "root": str(audio.resolve()),
