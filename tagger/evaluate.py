@@ -10,6 +10,7 @@ the run config that training stored in it). Writes ``metrics.json`` and
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from tagger.figures import (
 from tagger.metrics import TagScores, tag_scores
 from tagger.module import TaggingModule, load_trained
 from tagger.run_files import scores_summary, write_json, write_predictions, write_text
+from tagger.targets import check_built_node, module_names
 
 
 def write_figures(
@@ -69,16 +71,24 @@ def write_figures(
 
 
 def load_for_evaluation(
-    ckpt_path: str | Path, data_overrides: DictConfig | dict[str, Any], split: str = "auto"
+    ckpt_path: str | Path,
+    data_overrides: DictConfig | dict[str, Any],
+    split: str = "auto",
+    trusted_modules: Sequence[str] = (),
 ) -> tuple[TaggingModule, dict[str, Any], ClipDataModule, str]:
     """The trained module, its run config, its data and the split to evaluate.
 
     The data is the run config's ``data`` with ``data_overrides`` merged in; ``split`` is
-    test, val or auto (test if the data has a test split, else val). Raises ``ConfigError``
-    for an unreadable checkpoint or a split the data does not have.
+    test, val or auto (test if the data has a test split, else val). The merged data config
+    passes the gate of ``tagger.targets`` as the stored one did. Raises ``ConfigError``
+    for an unreadable or unsafe checkpoint or a split the data does not have.
     """
-    model, run_config = load_trained(ckpt_path)
-    datamodule: ClipDataModule = instantiate(OmegaConf.merge(run_config["data"], data_overrides))
+    model, run_config = load_trained(ckpt_path, trusted_modules)
+    merged = OmegaConf.merge(run_config["data"], data_overrides)
+    data = OmegaConf.to_container(merged, resolve=True)
+    check_built_node(data, "data", "data", f"checkpoint {ckpt_path} with the data overrides",
+                     trusted_modules)  # fmt: skip
+    datamodule: ClipDataModule = instantiate(data)
     sizes = datamodule.split_sizes()
     if split == "auto":
         split = "test" if sizes["test_clips"] else "val"
@@ -90,7 +100,9 @@ def load_for_evaluation(
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt_path`` on ``cfg.split``; return what is written to metrics.json."""
     started = time.time()
-    model, run_config, datamodule, split = load_for_evaluation(cfg.ckpt_path, cfg.data, cfg.split)
+    model, run_config, datamodule, split = load_for_evaluation(
+        cfg.ckpt_path, cfg.data, cfg.split, module_names(cfg.get("trusted_modules") or [])
+    )
 
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     outputs = trainer.predict(model, dataloaders=datamodule.loader(split))

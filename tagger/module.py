@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from tagger.aggregation import AGGREGATIONS, Aggregation, clip_loss, clip_probab
 from tagger.checkpoint_io import read_checkpoint
 from tagger.errors import ConfigError
 from tagger.metrics import EpochTagScores
+from tagger.targets import check_hyperparameters, check_stored_config, check_stored_data
 
 log = logging.getLogger(__name__)
 
@@ -294,19 +295,45 @@ def build_module(cfg: DictConfig, tag_names: list[str]) -> TaggingModule:
     return module
 
 
-def load_trained(path: str | Path) -> tuple[TaggingModule, dict[str, Any]]:
-    """The trained module (eval mode, on the CPU) and the run config stored in a checkpoint of
-    tagger's ``train.py``, loaded weights-only.
+def _tensors(value: Any) -> bool:
+    """A state-dict value: a tensor, or a list of them (a metric's epoch state)."""
+    return isinstance(value, Tensor) or (
+        isinstance(value, list) and all(isinstance(v, Tensor) for v in value)
+    )
 
-    Raises ``ConfigError`` naming the file when it cannot be read or was not written by
-    tagger's ``train.py`` (no hyperparameters or run config in it).
+
+def load_trained(
+    path: str | Path, trusted_modules: Sequence[str] = ()
+) -> tuple[TaggingModule, dict[str, Any]]:
+    """The trained module (eval mode, on the CPU) and the run config stored in a checkpoint of
+    tagger's ``train.py``, loaded weights-only and read once.
+
+    The stored configs pass the gate of ``tagger.targets`` before anything is built: only
+    tagger's own networks and ``torch.optim``, or classes of ``trusted_modules``.
+    Raises ``ConfigError`` naming the file when it cannot be read, was not written by
+    tagger's ``train.py``, names code tagger will not run, or its weights do not fit.
     """
     checkpoint = read_checkpoint(path)
+    source = f"checkpoint {path}"
     if not checkpoint.get("hyper_parameters") or not isinstance(checkpoint.get("config"), dict):
         raise ConfigError(
             f"{path} is not a checkpoint written by tagger's train.py "
             "(it has no model hyperparameters or run config)"
         )
-    # Lightning rebuilds the module from the stored hyperparameters (a second, weights-only read)
-    model = TaggingModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    return model.eval(), checkpoint["config"]
+    hparams = check_hyperparameters(checkpoint["hyper_parameters"], source, trusted_modules)
+    config = checkpoint["config"]
+    check_stored_config(config, source, trusted_modules)
+    check_stored_data(config["data"], source)
+    state = checkpoint.get("state_dict")
+    if not isinstance(state, dict) or not all(map(_tensors, state.values())):
+        raise ConfigError(f"{source} has no state_dict of tensors")
+    try:
+        model = TaggingModule(**hparams)
+    except (TypeError, ValueError) as error:  # arguments the network does not take
+        raise ConfigError(f"{source}: its model cannot be built: {error}") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        reason = str(error).splitlines()[0]
+        raise ConfigError(f"{source}: its weights do not fit its model: {reason}") from None
+    return model.eval(), config

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,9 +161,12 @@ class Tagger:
         self.device = device
 
     @classmethod
-    def from_checkpoint(cls, path: Path, device: str = "cpu") -> Tagger:
-        """Load a checkpoint written by ``train.py``; raises ``ConfigError`` naming the file."""
-        model, run_config = load_trained(path)
+    def from_checkpoint(
+        cls, path: Path, device: str = "cpu", trusted_modules: Sequence[str] = ()
+    ) -> Tagger:
+        """Load a checkpoint written by ``train.py`` (``trusted_modules``: modules of the
+        user's own it may name); raises ``ConfigError`` naming the file."""
+        model, run_config = load_trained(path, trusted_modules)
         data = run_config["data"]
         return cls(model, int(data["sample_rate"]), int(data["subclip_len"]), device)
 

@@ -126,6 +126,7 @@ def robustness(
     data_overrides: Mapping[str, Any] | None = None,
     seed: int = 0,
     progress: bool = True,
+    trusted_modules: Sequence[str] = (),
 ) -> Robustness:
     """Score ``ckpt_path`` on its data's ``split`` clean and under each perturbation.
 
@@ -133,13 +134,17 @@ def robustness(
     ``FAMILIES`` at its default strengths). ``data_overrides`` are merged into the
     checkpoint's data config (e.g. ``{"batch_size": 32}``). Raises ``ConfigError`` for an
     unreadable checkpoint, a split the data lacks or an unknown family.
+    ``trusted_modules``: modules of the user's own whose classes the checkpoint may name
+    (``tagger.targets``).
     """
     if strengths is None:
         strengths = {name: family.strengths for name, family in FAMILIES.items()}
     unknown = sorted(set(strengths) - set(FAMILIES))
     if unknown:
         raise ConfigError(f"unknown perturbation families {unknown}; known: {sorted(FAMILIES)}")
-    model, _, datamodule, split = load_for_evaluation(ckpt_path, dict(data_overrides or {}), split)
+    model, _, datamodule, split = load_for_evaluation(
+        ckpt_path, dict(data_overrides or {}), split, trusted_modules
+    )
     target = torch.device(device)
     model.to(target)
     loader = datamodule.loader(split)

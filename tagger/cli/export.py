@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from tagger.cli.trust import add_trust_option, trusted
 from tagger.errors import ConfigError
 from tagger.export import export, metadata
 from tagger.module import load_trained
@@ -24,9 +25,10 @@ def main() -> None:
     parser.add_argument("checkpoint", type=Path, help="a .ckpt written by train.py")
     parser.add_argument("--format", choices=("torchscript", "onnx"), required=True)
     parser.add_argument("--out", type=Path, required=True, help="the model file to write")
+    add_trust_option(parser)
     args = parser.parse_args(sys.argv[1:])
     try:
-        model, run_config = load_trained(args.checkpoint)
+        model, run_config = load_trained(args.checkpoint, trusted(args))
         info = metadata(model, run_config, args.checkpoint)
         model_file, sidecar = export(model, info, args.format, args.out)
     except ConfigError as error:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tagger.cli.trust import add_trust_option, trusted
 from tagger.data.audio import AudioError
 from tagger.errors import ConfigError
 from tagger.predict import (
@@ -117,6 +118,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--hop", type=float, metavar="SECONDS",
                         help="taggram windows start this far apart; shorter than a window, "
                         "they overlap (default: the window length)")  # fmt: skip
+    add_trust_option(parser)
     args = parser.parse_args(argv)
     if args.top_k < 1:
         parser.error(f"--top-k must be at least 1, not {args.top_k}")
@@ -149,7 +151,7 @@ def taggram_hop(args: argparse.Namespace, tagger: Tagger) -> int:
 def main() -> None:
     args = parse_args(sys.argv[1:])
     try:
-        tagger = Tagger.from_checkpoint(args.checkpoint, args.device)
+        tagger = Tagger.from_checkpoint(args.checkpoint, args.device, trusted(args))
     except ConfigError as error:
         print(f"tagger predict: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from tagger.cli.trust import add_trust_option, trusted
 from tagger.errors import ConfigError
 from tagger.robustness import FAMILIES, robustness, write_robustness
 
@@ -49,6 +50,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         )  # fmt: skip
     parser.add_argument("--batch-size", type=int, help="clips per batch (default: the run's)")
     parser.add_argument("--seed", type=int, default=0, help="the noise generator's seed")
+    add_trust_option(parser)
     args = parser.parse_args(argv)
     if any(rate <= 0 for rate in args.rates):
         parser.error(f"--rates must be positive, not {' '.join(f'{r:g}' for r in args.rates)}")
@@ -66,7 +68,7 @@ def main() -> None:
     overrides = {} if args.batch_size is None else {"batch_size": args.batch_size}
     try:
         result = robustness(args.checkpoint, args.split, strengths, args.device, overrides,
-                            args.seed)  # fmt: skip
+                            args.seed, trusted_modules=trusted(args))  # fmt: skip
         csv_file, markdown, figure = write_robustness(result, out)
     except ConfigError as error:
         print(f"tagger robustness: error: {error}", file=sys.stderr)

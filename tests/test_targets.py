@@ -1,0 +1,246 @@
+"""Nothing read from a checkpoint chooses the code that runs (``tagger.targets``).
+
+A real checkpoint gets a ``_target_`` planted at every node of its stored configs in turn
+(hyperparameters and run config), and every command that takes a checkpoint is run on each:
+each is refused in one line and the planted code never runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from torch import nn
+
+from tagger.errors import ConfigError
+from tagger.module import load_trained
+from tagger.targets import (
+    DATA_MODULES,
+    NETWORKS,
+    OPTIMIZERS,
+    RECORDED,
+    SCHEDULERS,
+    UnsafeConfigError,
+    check_stored_config,
+)
+from tagger.train import train
+from tests.conftest import REPO_ROOT, TINY, compose_config, run_cli
+
+MARKER_FN = f"{__name__}.write_marker"
+
+
+def write_marker(*args: Any, path: str = "", **kwargs: Any) -> None:
+    """The planted code: leaves a file where it ran (also through ``_args_``)."""
+    Path(path or args[0]).write_text("ran")
+
+
+class TinyNet(nn.Sequential):
+    """A user's own network (as in the README): raw audio [N, 1, T] -> logits [N, K]."""
+
+    def __init__(self, num_tags: int, filters: int = 4) -> None:
+        super().__init__(
+            nn.Conv1d(1, filters, kernel_size=256, stride=256), nn.ReLU(),
+            nn.AdaptiveMaxPool1d(1), nn.Flatten(), nn.Linear(filters, num_tags),
+        )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The last.ckpt of a real one-epoch run."""
+    run_dir = tmp_path_factory.mktemp("targets_run")
+    summary = train(compose_config("train", run_dir, [*TINY, "test=false"]))
+    return Path(summary["checkpoints"]["last"])
+
+
+def places(node: Any, path: tuple = ()) -> Iterator[tuple]:
+    """Every place in a tree of dicts and lists, as a tuple of keys, the root excluded."""
+    if isinstance(node, dict):
+        items: Any = node.items()
+    elif isinstance(node, list):
+        items = enumerate(node)
+    else:
+        return
+    for key, value in items:
+        yield (*path, key)
+        yield from places(value, (*path, key))
+
+
+def payloads(marker: Path) -> list[dict[str, Any]]:
+    """Code to plant: a function of the tests, a tagger function that writes a file, a
+    standard-library one, and ``_args_``."""
+    return [
+        {"_target_": MARKER_FN, "path": str(marker)},
+        {"_target_": "tagger.run_files.write_text", "path": str(marker), "text": "ran"},
+        {"_target_": "pathlib.Path.touch", "self": str(marker)},
+        {"_target_": MARKER_FN, "_args_": [str(marker)]},
+    ]
+
+
+def plant(tree: dict, place: tuple, payload: dict[str, Any]) -> dict:
+    """A copy of ``tree`` with ``payload`` at ``place``: merged into a dict node (its own
+    ``_target_`` replaced), or replacing a leaf."""
+    tree = copy.deepcopy(tree)
+    parent = tree
+    for key in place[:-1]:
+        parent = parent[key]
+    here = parent[place[-1]]
+    if isinstance(here, dict):
+        here.update(payload)
+    else:
+        parent[place[-1]] = dict(payload)
+    return tree
+
+
+def attacks(checkpoint: Path, marker: Path) -> Iterator[tuple[str, dict]]:
+    """(where, planted checkpoint contents) for every node of the stored configs."""
+    contents = torch.load(checkpoint, weights_only=True)
+    for section in ("hyper_parameters", "config"):
+        for place in places(contents[section]):
+            for i, payload in enumerate(payloads(marker)):
+                planted = dict(contents)
+                planted[section] = plant(contents[section], place, payload)
+                yield f"{section}.{'.'.join(map(str, place))} #{i}", planted
+
+
+def in_process(main: Callable[[], None], argv: list[str], capsys: pytest.CaptureFixture) -> tuple:
+    """(exit status, stderr) of a command's ``main()`` run with ``argv``."""
+    old = sys.argv
+    sys.argv = argv
+    try:
+        main()
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+    finally:
+        sys.argv = old
+    return code, capsys.readouterr().err
+
+
+def commands(ckpt: Path, tmp_path: Path) -> dict[str, tuple[Callable[[], None], list[str]]]:
+    """Every command that builds something from a checkpoint: (main, argv)."""
+    from tagger.cli import evaluate, export, predict, robustness
+
+    song = tmp_path / "song.wav"
+    if not song.exists():
+        sf.write(song, np.zeros(12000, dtype=np.float32), 12000)
+    return {
+        "eval": (evaluate.main, ["eval.py", f"ckpt_path={ckpt}",
+                                 f"hydra.run.dir={tmp_path / 'eval'}"]),
+        "predict": (predict.main, ["tagger predict", str(ckpt), str(song)]),
+        "export": (export.main, ["tagger export", str(ckpt), "--format", "torchscript",
+                                 "--out", str(tmp_path / "m.pt")]),
+        "robustness": (robustness.main, ["tagger robustness", str(ckpt), "--families", "gain",
+                                         "--gains", "0", "--out", str(tmp_path / "rob")]),
+    }  # fmt: skip
+
+
+def test_every_target_of_tagger_configs_is_allowed_where_it_stands() -> None:
+    """The allowlist holds every class that conf/ names, so no run of tagger's own is refused."""
+    import yaml
+
+    named = set()
+    for path in (REPO_ROOT / "conf").rglob("*.yaml"):
+        text = yaml.safe_load(path.read_text())
+        for place in places(text) if isinstance(text, (dict, list)) else ():
+            node = text
+            for key in place:
+                node = node[key]
+            if place[-1] == "_target_":
+                named.add(node)
+    named.discard("optuna.samplers.TPESampler")  # a sweeper's, in the hydra node: never stored
+    allowed = RECORDED | NETWORKS | DATA_MODULES | OPTIMIZERS | SCHEDULERS
+    assert named - allowed == set()
+    for model in (REPO_ROOT / "conf" / "model").glob("*.yaml"):
+        net = yaml.safe_load(model.read_text()).get("net", {}).get("_target_")
+        assert net is None or net in NETWORKS, model
+
+
+def test_a_real_checkpoint_passes_the_gate(checkpoint: Path) -> None:
+    model, config = load_trained(checkpoint)
+    assert type(model.net).__name__ == "DielemanCNN"
+    check_stored_config(config, "ckpt")
+
+
+def test_planted_code_at_every_node_is_refused_before_anything_is_built(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    """The gate itself: every planting of every payload is refused by ``load_trained`` with
+    one line, and no payload ever runs."""
+    marker = tmp_path / "marker"
+    planted_file = tmp_path / "planted.ckpt"
+    count = 0
+    for where, planted in attacks(checkpoint, marker):
+        torch.save(planted, planted_file)
+        with pytest.raises(ConfigError) as refused:
+            load_trained(planted_file)
+        assert "\n" not in str(refused.value), where
+        assert str(planted_file) in str(refused.value), where
+        assert not marker.exists(), where
+        count += 1
+    assert count > 200  # every node of both stored configs, four payloads each
+
+
+@pytest.mark.slow
+def test_every_command_refuses_planted_code_in_one_line(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """eval.py, tagger predict, export and robustness on every planting: exit 2, one line,
+    no traceback, no marker."""
+    marker = tmp_path / "marker"
+    planted_file = tmp_path / "planted.ckpt"
+    for n, (where, planted) in enumerate(attacks(checkpoint, marker)):
+        if n % 4:  # every node, the payloads taken in turn: one command run per node
+            continue
+        torch.save(planted, planted_file)
+        for name, (main, argv) in commands(planted_file, tmp_path).items():
+            code, err = in_process(main, argv, capsys)
+            assert code == 2, (name, where, err[-500:])
+            lines = err.strip().splitlines()
+            assert len(lines) == 1 and "error: " in lines[0], (name, where, err[-500:])
+            assert not marker.exists(), (name, where)
+
+
+@pytest.mark.slow
+def test_eval_py_subprocess_refuses_a_planted_data_target(checkpoint: Path, tmp_path: Path) -> None:
+    """The command a user runs, end to end: one line, exit 2, no marker."""
+    marker = tmp_path / "marker"
+    contents = torch.load(checkpoint, weights_only=True)
+    planted = tmp_path / "shared.ckpt"
+    contents["config"]["data"]["_target_"] = MARKER_FN
+    contents["config"]["data"]["path"] = str(marker)
+    torch.save(contents, planted)
+    result = run_cli(str(REPO_ROOT / "eval.py"), f"ckpt_path={planted}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "config.data names" in line and MARKER_FN in line and "trusted_modules" in line
+    assert not marker.exists()
+
+
+def test_a_users_own_network_needs_its_module_trusted(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A checkpoint of a network of the user's own is refused until its module is named on
+    the command line; then every command builds it."""
+    summary = train(compose_config("train", tmp_path / "run", [
+        *TINY, "test=false", "~model.net", f"+model.net={{_target_:{__name__}.TinyNet}}",
+    ]))  # fmt: skip
+    ckpt = Path(summary["checkpoints"]["last"])
+    with pytest.raises(UnsafeConfigError, match="TinyNet.*--trust-module"):
+        load_trained(ckpt)
+    model, _ = load_trained(ckpt, trusted_modules=[__name__])
+    assert isinstance(model.net, TinyNet)
+    module = __name__.rpartition(".")[0] or __name__
+    for name, (main, argv) in commands(ckpt, tmp_path).items():
+        code, err = in_process(main, argv, capsys)
+        assert code == 2 and "TinyNet" in err, (name, err[-300:])
+        trust = [f"trusted_modules=[{module}]"] if name == "eval" else ["--trust-module", module]
+        code, err = in_process(main, [*argv, *trust], capsys)
+        assert code in (0, None), (name, err[-1000:])
