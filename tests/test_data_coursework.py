@@ -296,8 +296,8 @@ def test_layouts_that_fit_neither_are_named(three: Coursework, tmp_path: Path) -
     with pytest.raises(ConfigError) as error:
         CourseworkDataModule(str(root), **LOADER).setup()
     assert str(error.value) == (
-        f"{clip} is listed in both val_labels.pkl and test_labels.pkl in "
-        f"{root / 'annotations'}; a clip belongs to one split"
+        f"{root / 'annotations' / 'val_labels.pkl'} row {len(three.val)} and "
+        f"{root / 'annotations' / 'test_labels.pkl'} row 0: both list {clip}; list each file once"
     )
 
     with pytest.raises(ConfigError, match=r"data\.val_fraction are for the two-pickle layout"):

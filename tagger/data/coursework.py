@@ -18,6 +18,8 @@ a seeded fraction (``data.val_fraction``); with neither, validation uses the tes
 as the coursework did (then early stopping and checkpoint selection see the test clips).
 With three pickles each split is its own pickle and nothing is carved.
 
+Every ``file_path`` passes ``tagger.confine``: it must lie under ``ROOT/samples`` once
+resolved (``..`` and symlinks followed) and no two rows of the pickles may name one file.
 Every sample file's ``.npy`` header and size are checked at start-up, so a truncated file
 or one of another shape or dtype stops the run before training, in one error naming them.
 """
@@ -32,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tagger.confine import confine_all
 from tagger.data.clips import ClipDataset
 from tagger.data.datamodule import ClipDataModule
 from tagger.data.sources import runs
@@ -230,7 +233,8 @@ class CourseworkDataModule(ClipDataModule):
         )
 
     def _frames(self, layout: str) -> dict[str, pd.DataFrame]:
-        """The labels pickles of ``layout`` as frames, one per split, with no clip in two."""
+        """The labels pickles of ``layout`` as frames, one per split, each row's sample file
+        confined to ``samples/`` (column ``sample_file``), no file in two rows."""
         annotations = self.root / "annotations"
         carving = self.val_fraction or self.val_parts not in (None, ["c"])
         if layout == "three pickles" and carving:
@@ -241,14 +245,23 @@ class CourseworkDataModule(ClipDataModule):
             )
         pickles = {split: name for split, name in LAYOUTS[layout].items() if name is not None}
         frames = {split: read_labels_pickle(annotations / name) for split, name in pickles.items()}
-        owner: dict[str, str] = {}
-        for split, frame in frames.items():
-            for file_path in map(str, frame["file_path"]):
-                if owner.setdefault(file_path, split) != split:
-                    raise ConfigError(
-                        f"{file_path} is listed in both {pickles[owner[file_path]]} and "
-                        f"{pickles[split]} in {annotations}; a clip belongs to one split"
-                    )
+        rows = [
+            (str(file_path), f"{annotations / pickles[split]} row {row}")
+            for split, frame in frames.items()
+            for row, file_path in enumerate(frame["file_path"])
+        ]
+        targets = iter(
+            confine_all(
+                self.root / "samples",
+                rows,
+                field="file_path",
+                root_name="data.root's samples folder",
+            )
+        )
+        frames = {
+            split: frame.assign(sample_file=[next(targets) for _ in range(len(frame))])
+            for split, frame in frames.items()
+        }
         if layout == "two pickles":
             train = frames["train"]
             parts = [str(part) for part in train["part"]]
@@ -260,7 +273,7 @@ class CourseworkDataModule(ClipDataModule):
 
     def _dataset(self, frame: pd.DataFrame) -> ClipDataset:
         ids = [str(path) for path in frame["file_path"]]
-        paths = [self.root / "samples" / path for path in ids]
+        paths = list(frame["sample_file"])
         labels = np.stack([np.asarray(label, np.float32) for label in frame["label"]])
         return ClipDataset(NpyClipFiles(paths, ids), labels, ids, self.n_subclips, self.subclip_len)
 
@@ -275,8 +288,7 @@ class CourseworkDataModule(ClipDataModule):
     def load_splits(self) -> dict[str, ClipDataset]:
         layout = self.layout()
         frames = self._frames(layout)
-        ids = [str(path) for frame in frames.values() for path in frame["file_path"]]
-        paths = [self.root / "samples" / path for path in ids]
+        paths = [path for frame in frames.values() for path in frame["sample_file"]]
         missing = [path for path in paths if not path.is_file()]
         if missing:
             raise ConfigError(
