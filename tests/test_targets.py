@@ -8,6 +8,7 @@ each is refused in one line and the planted code never runs.
 from __future__ import annotations
 
 import copy
+import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -233,7 +234,7 @@ def test_a_users_own_network_needs_its_module_trusted(
         *TINY, "test=false", "~model.net", f"+model.net={{_target_:{__name__}.TinyNet}}",
     ]))  # fmt: skip
     ckpt = Path(summary["checkpoints"]["last"])
-    with pytest.raises(UnsafeConfigError, match="TinyNet.*--trust-module"):
+    with pytest.raises(UnsafeConfigError, match=r"TinyNet.*--trust-module"):
         load_trained(ckpt)
     model, _ = load_trained(ckpt, trusted_modules=[__name__])
     assert isinstance(model.net, TinyNet)
@@ -244,3 +245,23 @@ def test_a_users_own_network_needs_its_module_trusted(
         trust = [f"trusted_modules=[{module}]"] if name == "eval" else ["--trust-module", module]
         code, err = in_process(main, [*argv, *trust], capsys)
         assert code in (0, None), (name, err[-1000:])
+
+
+@pytest.mark.parametrize(
+    "value", [{"_target_": MARKER_FN, "path": "MARKER"}, "${oc.env:HOME}", "16000", 0, 1.5, True]
+)
+def test_a_stores_meta_json_supplies_numbers_only(tmp_path: Path, value: Any) -> None:
+    """``data=store`` reads the store's sample rate into the config: anything but a positive
+    whole number is refused in one line, and a planted node never runs."""
+    marker = tmp_path / "marker"
+    store = tmp_path / "store"
+    store.mkdir()
+    value = {**value, "path": str(marker)} if isinstance(value, dict) else value
+    (store / "meta.json").write_text(json.dumps({"sample_rate": value, "clip_samples": None}))
+    result = run_cli(str(REPO_ROOT / "train.py"), "data=store", f"data.path={store}",
+                     "trainer.max_epochs=1", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "meta.json: sample_rate must be a positive whole number" in line
+    assert not marker.exists()
