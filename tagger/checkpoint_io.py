@@ -5,15 +5,15 @@ code. ``AtomicCheckpointIO`` does so for resumed runs too.
 
 Lightning's own writer stages a checkpoint in the system's temporary folder and copies it
 over the target, so a full disk can leave a truncated ``last.ckpt`` under its real name.
-``AtomicCheckpointIO`` (``conf/trainer/default.yaml``: ``plugins``) writes ``.NAME.tmp-PID``
-in the checkpoint's own folder, flushes it to disk and renames it into place; a failed
-write removes the temporary and leaves the previous checkpoint as it was.
+``AtomicCheckpointIO`` (``conf/trainer/default.yaml``: ``plugins``) writes through tagger's
+one writer, ``tagger.run_files.replacing``: ``.NAME.tmp-PID`` in the checkpoint's own
+folder, flushed to disk and renamed into place; a failed write removes the temporary and
+leaves the previous checkpoint as it was.
 """
 
 from __future__ import annotations
 
 import io
-import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from tagger.errors import ConfigError
-from tagger.run_files import OutputError, temporary_path
+from tagger.run_files import write_bytes
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -67,20 +67,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
-        path = Path(path)
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
-        tmp = temporary_path(path)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tmp.open("wb") as f:
-                f.write(buffer.getbuffer())
-                f.flush()
-                os.fsync(f.fileno())
-            tmp.replace(path)
-        except OSError as error:
-            tmp.unlink(missing_ok=True)
-            raise OutputError.of(path, error, "the previous checkpoint is kept") from None
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_bytes(path, buffer.getbuffer(), note="the previous checkpoint is kept")

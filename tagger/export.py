@@ -10,6 +10,7 @@ scale) is written beside it as ``FILE.json`` and, for TorchScript, also inside i
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 from tagger.aggregation import clip_probabilities
 from tagger.errors import ConfigError
 from tagger.module import TaggingModule, subclip_logits
-from tagger.run_files import write_text
+from tagger.run_files import replacing
 
 Format = Literal["torchscript", "onnx"]
 #: The name of the metadata inside a TorchScript file.
@@ -64,28 +65,40 @@ def example_input(window: int) -> Tensor:
 
 
 def export(model: TaggingModule, info: dict[str, Any], fmt: Format, out: Path) -> tuple[Path, Path]:
-    """Write the standalone model to ``out`` and ``info`` to ``out`` + ``.json``, each via a
-    temporary name, so an interrupted export never leaves a file that looks finished.
+    """Write the standalone model to ``out`` and ``info`` to ``out`` + ``.json``.
 
-    Raises ``ConfigError`` when ``fmt`` is onnx and the onnx packages are missing.
+    The model is built in memory and both files go through tagger's one writer
+    (``tagger.run_files.replacing``): written beside their targets, flushed, then renamed,
+    so an interrupted or failed export (a full disk) leaves neither a partial file nor a
+    temporary, and the files there before stay as they were. Raises ``ConfigError`` when
+    ``fmt`` is onnx and the onnx packages are missing, ``OutputError`` naming a file that
+    cannot be written.
     """
     clip_tagger = ClipTagger(model).eval()
     example = example_input(info["window_length"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial")  # renamed to ``out`` once complete
     if fmt == "torchscript":
-        with torch.no_grad():
-            traced = torch.jit.trace(clip_tagger, example)
-        traced.save(str(partial), _extra_files={EXTRA_FILE: json.dumps(info)})
+        model_bytes = _torchscript_bytes(clip_tagger, example, info)
     else:
-        _export_onnx(clip_tagger, example, partial, info)
-    partial.replace(out)
-    sidecar = write_text(out.with_name(out.name + ".json"), json.dumps(info, indent=2) + "\n")
+        model_bytes = _onnx_bytes(clip_tagger, example, info)
+    sidecar = out.with_name(out.name + ".json")
+    with replacing(out, sidecar) as (model_tmp, sidecar_tmp):
+        model_tmp.write_bytes(model_bytes)
+        sidecar_tmp.write_text(json.dumps(info, indent=2) + "\n")
     return out, sidecar
 
 
-def _export_onnx(clip_tagger: ClipTagger, example: Tensor, out: Path, info: dict[str, Any]) -> None:
-    """ONNX with dynamic batch and n_windows axes; ``info`` also in its metadata_props."""
+def _torchscript_bytes(clip_tagger: ClipTagger, example: Tensor, info: dict[str, Any]) -> bytes:
+    """The traced model as a TorchScript file's bytes, ``info`` inside as ``EXTRA_FILE``."""
+    with torch.no_grad():
+        traced = torch.jit.trace(clip_tagger, example)
+    buffer = io.BytesIO()
+    torch.jit.save(traced, buffer, _extra_files={EXTRA_FILE: json.dumps(info)})
+    return buffer.getvalue()
+
+
+def _onnx_bytes(clip_tagger: ClipTagger, example: Tensor, info: dict[str, Any]) -> bytes:
+    """An ONNX file's bytes, with dynamic batch and n_windows axes; ``info`` also in its
+    metadata_props. Exported in memory: torch.onnx writes no file of its own."""
     try:
         import onnx
     except ImportError:
@@ -94,10 +107,9 @@ def _export_onnx(clip_tagger: ClipTagger, example: Tensor, out: Path, info: dict
             "pip install 'tagger[export]'"
         ) from None
     batch, n_windows = torch.export.Dim("batch"), torch.export.Dim("n_windows")
-    torch.onnx.export(
+    program = torch.onnx.export(
         clip_tagger,
         (example,),
-        str(out),
         input_names=["audio"],
         output_names=["probabilities"],
         dynamic_shapes={"audio": {0: batch, 1: n_windows}},
@@ -105,6 +117,6 @@ def _export_onnx(clip_tagger: ClipTagger, example: Tensor, out: Path, info: dict
         external_data=False,
         verbose=False,
     )
-    proto = onnx.load(str(out))
+    proto = program.model_proto
     onnx.helper.set_model_props(proto, {EXTRA_FILE: json.dumps(info)})
-    onnx.save(proto, str(out))
+    return proto.SerializeToString()

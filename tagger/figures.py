@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 import warnings
 from collections import defaultdict
@@ -30,17 +31,17 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from tagger.metrics import tag_scores
+from tagger.run_files import atomic_write, write_text
 
 
 def _save(figure: Figure, path: Path) -> Path:
-    """Save as PNG via a temporary name, so a crash never leaves a half-written image.
+    """Save as PNG through tagger's one writer (``tagger.run_files.atomic_write``): a crash
+    never leaves a half-written image, a failed write raises ``OutputError`` naming it.
 
     The figures are plain ``Figure`` objects, never pyplot's: saving one renders it with
     Agg by itself, so no backend is chosen or switched and no display is needed."""
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    figure.savefig(tmp, dpi=120, bbox_inches="tight")
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120,
+                                                         bbox_inches="tight"))  # fmt: skip
 
 
 def epoch_curves(csv_file: Path) -> dict[str, dict[int, float]]:
@@ -86,11 +87,12 @@ def plot_per_tag_auc(tag_names: Sequence[str], auc: np.ndarray, png: Path, table
     Tags without a defined AUC (NaN) are listed in the CSV with an empty value and left
     out of the chart.
     """
-    with table.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["tag", "roc_auc"])
-        for name, value in zip(tag_names, auc, strict=True):
-            writer.writerow([name, "" if math.isnan(value) else f"{value:.6f}"])
+    rows = io.StringIO()
+    writer = csv.writer(rows)
+    writer.writerow(["tag", "roc_auc"])
+    for name, value in zip(tag_names, auc, strict=True):
+        writer.writerow([name, "" if math.isnan(value) else f"{value:.6f}"])
+    write_text(table, rows.getvalue())
     scored = sorted(
         ((v, n) for n, v in zip(tag_names, auc, strict=True) if not math.isnan(v)), reverse=True
     )

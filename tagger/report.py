@@ -4,9 +4,10 @@ A job is any directory with a ``.hydra/`` folder (Hydra writes it when the job s
 so jobs that failed, were interrupted or never finished are found too and reported as
 such; so is a job whose ``metrics.json`` cannot be read. Jobs that differ only in
 ``seed`` form one row. The table is one pandas ``groupby().agg()`` over the jobs.
-Runs whose tags have categories (MTG-Jamendo's ``genre---rock``) add held-out macro
-ROC-AUC and PR-AUC per category (``metrics.json``'s ``per_category``) as columns
-``test_auc:<category>`` and ``test_pr_auc:<category>``.
+A job's ``.hydra/`` files are read as plain data (``plain_yaml``): nothing in them is
+resolved or instantiated. Runs whose tags have categories (MTG-Jamendo's ``genre---rock``)
+add held-out macro ROC-AUC and PR-AUC per category (``metrics.json``'s ``per_category``)
+as columns ``test_auc:<category>`` and ``test_pr_auc:<category>``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import OmegaConf
 
+from tagger.errors import ConfigError
 from tagger.figures import plot_training_curves
 from tagger.published import published_auc
 from tagger.run_files import write_text
@@ -116,18 +118,47 @@ def read_job(job_dir: Path, overrides: list[str]) -> Job:
     return Job(job_dir, overrides, status, reason, metrics, figures)
 
 
+def plain_yaml(path: Path) -> Any:
+    """A YAML file of a job's ``.hydra/`` as plain data: lists, dicts, strings, numbers.
+
+    ``OmegaConf.to_container(resolve=False)``: nothing in it is resolved (``${oc.env:...}``
+    stays text) or instantiated (``_target_`` is a string like any other). Raises
+    ``ValueError`` naming the file when it cannot be read or parsed.
+    """
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except Exception as error:  # missing, not UTF-8, not YAML, not a mapping or list
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"`{path}` cannot be read: {reason}") from None
+
+
+def _job_settings(hydra_dir: Path) -> tuple[str | None, list[str]]:
+    """A job's ``task_name`` and overrides, from its ``.hydra/`` files as plain data."""
+    config = plain_yaml(hydra_dir / "config.yaml")
+    overrides = plain_yaml(hydra_dir / "overrides.yaml")
+    if not isinstance(config, dict) or not isinstance(overrides, list):
+        raise ValueError(f"`{hydra_dir}` does not hold a Hydra job's config.yaml and "
+                         "overrides.yaml")  # fmt: skip
+    return config.get("task_name"), [str(o) for o in overrides]
+
+
 def find_jobs(roots: list[Path]) -> list[Job]:
-    """Every training job under ``roots`` (sweep directories, run directories, or parents)."""
+    """Every training job under ``roots`` (sweep directories, run directories, or parents);
+    a job whose ``.hydra/`` files cannot be read is listed as unreadable.
+
+    Raises ``ConfigError`` when a root is not a directory."""
     jobs = []
     for root in roots:
         if not root.is_dir():
-            raise FileNotFoundError(f"{root} is not a directory (pass sweep or run directories)")
+            raise ConfigError(f"{root} is not a directory (pass sweep or run directories)")
         for hydra_dir in sorted(root.rglob(".hydra"), key=_natural_key):
-            config = OmegaConf.load(hydra_dir / "config.yaml")
-            if config.get("task_name") != "train":
+            try:
+                task_name, overrides = _job_settings(hydra_dir)
+            except ValueError as error:
+                jobs.append(Job(hydra_dir.parent, [], "unreadable", str(error)))
                 continue
-            overrides = OmegaConf.to_container(OmegaConf.load(hydra_dir / "overrides.yaml"))
-            jobs.append(read_job(hydra_dir.parent, [str(o) for o in overrides]))
+            if task_name == "train":
+                jobs.append(read_job(hydra_dir.parent, overrides))
     return jobs
 
 
@@ -270,14 +301,16 @@ class Report:
 
 def write_report(roots: list[Path], out_dir: Path) -> Report:
     """Write ``report.md``, ``report.csv`` and ``curves.png`` (training curves, one line per
-    job) for the jobs under ``roots`` into ``out_dir``."""
+    job) for the jobs under ``roots`` into ``out_dir``, each through tagger's one writer.
+
+    Raises ``ConfigError`` when there is no job to report, ``OutputError`` naming a file
+    that cannot be written."""
     jobs = find_jobs(roots)
     if not jobs:
-        raise FileNotFoundError(
+        raise ConfigError(
             f"no training jobs (directories with .hydra/) under {', '.join(map(str, roots))}"
         )
     table = summarise(job_frame(jobs))
-    out_dir.mkdir(parents=True, exist_ok=True)
     logs = {
         f"{label} seed={(job.metrics or {}).get('config', {}).get('seed')}": log
         for label, job in labelled_jobs(jobs)

@@ -1,45 +1,114 @@
-"""The files a run leaves in its directory: ``metrics.json``, ``predictions.csv``, reports.
+"""The one writer of every file a run or command leaves: ``metrics.json``,
+``predictions.csv``, figures, reports, exported models, checkpoints.
 
-Both are written to a temporary name and renamed when complete, so a crash never
-leaves a half-written file that looks finished; a failed write (disk full, no permission)
-removes the temporary and raises ``OutputError`` naming the file.
+``replacing`` hands out a temporary name beside each target; when the body has written
+them, each is flushed to disk (fsync) and renamed over its target, so a crash never leaves
+a half-written file that looks finished. On any ``OSError`` (no space, read-only, no
+permission, a file where a folder should be, a failing device) the temporaries are
+removed, every target is left as it was, and ``OutputError`` is raised naming the file,
+the reason and the fix. ``atomic_write``, ``write_text`` and ``write_json`` are its
+one-file forms.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tagger.errors import ConfigError
 from tagger.metrics import TagScores, category_means
 
+#: errno -> (reason, fix) for the file-system failures a user can act on; ``{folder}`` is
+#: the folder of the file being written, ``{where}`` the file or folder in the way.
+_FAILURES: dict[int, tuple[str, str]] = {
+    errno.ENOSPC: ("no space left on the device",
+                   "free space on that file system or write elsewhere"),
+    errno.EDQUOT: ("disk quota exceeded", "free space within your quota or write elsewhere"),
+    errno.EROFS: ("read-only file system", "write elsewhere"),
+    errno.EACCES: ("permission denied", "make {folder} writable or write elsewhere"),
+    errno.EPERM: ("operation not permitted", "make {folder} writable or write elsewhere"),
+    errno.ENOTDIR: ("{where} is a file where a folder should be",
+                    "move that file away or write elsewhere"),
+    errno.EEXIST: ("{where} is a file where a folder should be",
+                   "move that file away or write elsewhere"),
+    errno.EISDIR: ("{where} is a folder", "move it away or choose another file name"),
+    errno.EIO: ("input/output error (the device failed)", "check the device or write elsewhere"),
+    errno.ENAMETOOLONG: ("the file name is too long", "choose a shorter path"),
+}  # fmt: skip
 
-class OutputError(ConfigError):
-    """An output file that cannot be written (no space, no permission), named with the fix."""
+
+def _filename(error: OSError) -> Path | None:
+    """The path an ``OSError`` names, if any."""
+    name = error.filename
+    if isinstance(name, (str, bytes, os.PathLike)):
+        return Path(os.fsdecode(name))
+    return None
+
+
+def _in_the_way(path: Path) -> Path:
+    """The file that stands where a folder of ``path`` should be (``path`` if none is found)."""
+    for candidate in (path, *path.parents):
+        if candidate.is_symlink() or (candidate.exists() and not candidate.is_dir()):
+            return candidate
+    return path
+
+
+def reason_and_fix(error: OSError, path: Path) -> tuple[str, str]:
+    """What went wrong in ``error`` (raised while writing ``path``) and what to do, in words."""
+    reason, fix = _FAILURES.get(
+        error.errno or 0, (error.strerror or str(error), "check that the folder can be written")
+    )
+    where = _filename(error) or path
+    if error.errno in (errno.ENOTDIR, errno.EEXIST):
+        where = _in_the_way(where)
+    return reason.format(where=where), fix.format(folder=path.parent)
+
+
+class OutputError(OSError):
+    """A file that cannot be written, named in one line with the reason and the fix.
+
+    An ``OSError`` (its ``errno`` is the failure's) rather than a ``ConfigError``: the
+    file system failed, not the input, and the command line exits with status 1.
+    """
+
+    def __init__(self, message: str, path: Path | None = None,
+                 error_number: int | None = None) -> None:  # fmt: skip
+        super().__init__(message)
+        self.errno = error_number
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
     @classmethod
     def of(cls, path: Path, error: OSError, note: str = "") -> OutputError:
         """The one-line error for ``error`` raised while writing ``path``; ``note`` is added
         after the reason (e.g. what was kept)."""
+        if isinstance(error, OutputError):
+            return error
+        reason, fix = reason_and_fix(error, path)
         note = f" ({note})" if note else ""
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            fix = "free space on that file system or write elsewhere (paths.log_dir=DIR)"
-            reason = "no space left on the device"
-        elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            fix = f"make {path.parent} writable or write elsewhere (paths.log_dir=DIR)"
-            reason = "permission denied"
-        else:
-            fix = "check that the folder exists and can be written, or write elsewhere"
-            reason = error.strerror or str(error)
-        return cls(f"cannot write {path}: {reason}{note}; {fix}")
+        return cls(f"cannot write {path}: {reason}{note}; {fix}", path, error.errno)
+
+
+def describe_os_error(error: OSError) -> str:
+    """One line for any ``OSError``: an ``OutputError``'s own, else the path it names (if
+    any), the reason and the fix."""
+    if isinstance(error, OutputError):
+        return str(error)
+    path = _filename(error)
+    if path is None:
+        return error.strerror or str(error)
+    reason, fix = reason_and_fix(error, path)
+    return f"{path}: {reason}; {fix}"
 
 
 def temporary_path(path: Path) -> Path:
@@ -47,20 +116,66 @@ def temporary_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
-def _replace_with(path: Path, write: Callable[[Path], object]) -> Path:
-    """Call ``write(tmp)`` on a temporary beside ``path``, then rename it to ``path``; on any
-    failure the temporary is removed and ``path`` is left as it was."""
-    tmp = temporary_path(path)
+def _fsync(path: Path) -> None:
+    """Flush ``path``'s contents to the device (a full disk with delayed allocation says
+    so here, not after the rename)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
-        write(tmp)
-        tmp.replace(path)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _discard(tmp: Path) -> None:
+    """Remove a temporary, if it was created; a failure to remove it is not the error."""
+    with contextlib.suppress(OSError):
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def replacing(*paths: str | Path, note: str = "") -> Iterator[tuple[Path, ...]]:
+    """The one gate for output files: yields a temporary beside each of ``paths`` (their
+    folders are made); once the body has written them all, each is fsynced and renamed
+    over its target, in order.
+
+    On an ``OSError`` in the body or after it, every temporary is removed, the targets not
+    yet replaced are left as they were, and ``OutputError`` names the target whose write
+    failed (its temporary named in the error, else the first), with ``note`` after the
+    reason. Any other exception removes the temporaries and passes through.
+    """
+    targets = [Path(p) for p in paths]
+    temporaries = [temporary_path(p) for p in targets]
+    failed = targets[0]
+    try:
+        for target in targets:
+            failed = target
+            if target.exists() and not target.is_file():  # a folder, device, pipe or socket
+                raise OutputError(f"cannot write {target}: it is there and is not a plain file; "
+                                  "move it away or choose another file name", target, errno.EEXIST)
+            target.parent.mkdir(parents=True, exist_ok=True)
+        failed = targets[0]
+        yield tuple(temporaries)
+        for target, tmp in zip(targets, temporaries, strict=True):
+            failed = target
+            _fsync(tmp)
+            tmp.replace(target)
     except OSError as error:
-        tmp.unlink(missing_ok=True)
-        raise OutputError.of(path, error) from None
+        for tmp in temporaries:
+            _discard(tmp)
+        named = {str(tmp): target for tmp, target in zip(temporaries, targets, strict=True)}
+        raise OutputError.of(named.get(str(error.filename), failed), error, note) from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        for tmp in temporaries:
+            _discard(tmp)
         raise
-    return path
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object], note: str = "") -> Path:
+    """Call ``write(tmp)`` on a temporary beside ``path``, fsync it and rename it to
+    ``path`` (``replacing``); raises ``OutputError`` naming ``path`` on any ``OSError``."""
+    with replacing(path, note=note) as (tmp,):
+        write(tmp)
+    return Path(path)
 
 
 def _json_safe(value: Any) -> Any:
@@ -76,7 +191,12 @@ def _json_safe(value: Any) -> Any:
 
 def write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path``, atomically."""
-    return _replace_with(Path(path), lambda tmp: tmp.write_text(text))
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def write_bytes(path: str | Path, data: bytes, note: str = "") -> Path:
+    """Write ``data`` to ``path``, atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data), note)
 
 
 def write_json(path: str | Path, data: dict[str, Any]) -> Path:
@@ -116,4 +236,4 @@ def write_predictions(
                 true = [t for t, y in zip(tag_names, row_labels, strict=True) if y > 0.5]
                 writer.writerow([clip_id, ";".join(true), *(f"{p:.6f}" for p in row_probs)])
 
-    return _replace_with(Path(path), write)
+    return atomic_write(path, write)

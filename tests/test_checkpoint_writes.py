@@ -78,14 +78,14 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_auto_resumes(
     cfg = train_config(*steps, "ckpt_path=auto", *full)
     with pytest.raises(SystemExit) as exit_info:
         hydra_main(cfg)
-    assert exit_info.value.code == 2
+    assert exit_info.value.code == 1  # the file system failed
 
     checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
     last = checkpoints / "last.ckpt"
     (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tagger")]
     assert line == (
         f"tagger: error: cannot write {last}: no space left on the device (the previous "
-        "checkpoint is kept); free space on that file system or write elsewhere (paths.log_dir=DIR)"
+        "checkpoint is kept); free space on that file system or write elsewhere"
     )
     assert read_checkpoint(last)["global_step"] == 6  # the end of epoch 0, before the disk filled
     assert sorted(p.name for p in checkpoints.iterdir() if not p.name.startswith("epoch")) == [
@@ -130,7 +130,7 @@ def test_a_full_disk_for_metrics_json_ends_in_one_line_and_leaves_no_temporary(
     cfg = train_config("test=false")
     with pytest.raises(SystemExit) as exit_info:
         hydra_main(cfg)
-    assert exit_info.value.code == 2
+    assert exit_info.value.code == 1  # the file system failed
     run_dir = Path(cfg.paths.output_dir)
     (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tagger")]
     assert line.startswith(f"tagger: error: cannot write {run_dir / 'metrics.json'}: no space left")

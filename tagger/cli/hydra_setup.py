@@ -4,12 +4,16 @@ config without launching one."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import secrets
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import hydra._internal.utils as hydra_utils
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -22,14 +26,70 @@ from tagger.config import CONFIG_DIR
 from tagger.data.store import DEFAULT_WINDOW_SECONDS, store_info
 from tagger.errors import ConfigError, find_config_error
 from tagger.optim import scaled_lr
+from tagger.run_files import describe_os_error
 
 
 def exit_on_config_error(error: Exception) -> None:
-    """Print a ``ConfigError`` behind ``error`` as one line and exit with status 2; else return."""
+    """Print a ``ConfigError`` behind ``error`` as one line and exit with status 2; else,
+    an ``OSError`` behind it with status 1 (``exit_on_os_error``); else return."""
     config_error = find_config_error(error)
     if config_error is not None:
         print(f"tagger: error: {config_error}", file=sys.stderr)
         raise SystemExit(2) from None
+    exit_on_os_error(error)
+
+
+def find_os_error(error: BaseException | None) -> OSError | None:
+    """The ``OSError`` behind ``error``, if any (Hydra and logging wrap exceptions)."""
+    while error is not None:
+        if isinstance(error, OSError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def exit_on_os_error(error: BaseException) -> None:
+    """The command line's handler of a failed file system: print the ``OSError`` behind
+    ``error`` as one line (``tagger: error: cannot write PATH: reason; fix``) and exit with
+    status 1; else return. A closed pipe on stdout (``tagger report | head``) exits 1 quietly.
+    """
+    os_error = find_os_error(error)
+    if os_error is None:
+        return
+    if isinstance(os_error, BrokenPipeError) and os_error.filename is None:
+        devnull = os.open(os.devnull, os.O_WRONLY)  # Python flushes stdout again at exit
+        os.dup2(devnull, sys.stdout.fileno())
+        raise SystemExit(1) from None
+    print(f"tagger: error: {describe_os_error(os_error)}", file=sys.stderr)
+    raise SystemExit(1) from None
+
+
+@contextlib.contextmanager
+def os_errors_in_one_line() -> Iterator[None]:
+    """Within, an ``OSError`` that reaches Hydra's own error report (which prints a
+    traceback and exits 1) is one line instead (``exit_on_os_error``): creating the run or
+    sweep directory, writing ``.hydra/`` and the log file, or raised by the job itself.
+
+    Hydra 1.3 has no hook for this; its reporter, ``hydra._internal.utils.run_and_report``,
+    is wrapped for the duration and restored after.
+    """
+    report = hydra_utils.run_and_report
+
+    def run_and_report(func: Callable[[], Any]) -> Any:
+        def guarded() -> Any:
+            try:
+                return func()
+            except Exception as error:
+                exit_on_os_error(error)
+                raise
+
+        return report(guarded)
+
+    hydra_utils.run_and_report = run_and_report
+    try:
+        yield
+    finally:
+        hydra_utils.run_and_report = report
 
 
 def quote_path_values(overrides: list[str]) -> list[str]:
@@ -155,13 +215,19 @@ def register_resolvers() -> None:
 
 def run_hydra_entry(hydra_main: Callable[[], object]) -> None:
     """Run a ``@hydra.main`` function from the command line: quote path values, refuse
-    unknown config group names in one line, then hand over to Hydra."""
+    unknown config group names in one line, then hand over to Hydra; an ``OSError``
+    anywhere in the run (the run directory included) ends it in one line, status 1."""
     sys.argv[1:] = quote_path_values(sys.argv[1:])
     try:
         check_group_choices(sys.argv[1:])
     except ConfigError as error:
         exit_on_config_error(error)
-    hydra_main()
+    with os_errors_in_one_line():
+        try:
+            hydra_main()
+        except Exception as error:
+            exit_on_os_error(error)
+            raise
 
 
 def compose_run_config(config_name: str, run_dir: Path, overrides: list[str]) -> DictConfig:

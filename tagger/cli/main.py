@@ -1,4 +1,10 @@
-"""The ``tagger`` command: ``tagger COMMAND [arguments]``; ``tagger --help`` lists the commands."""
+"""The ``tagger`` command: ``tagger COMMAND [arguments]``; ``tagger --help`` lists the commands.
+
+Exit statuses of every command: 0 done, 2 bad input (arguments, settings, data, a
+checkpoint; one line), 1 a failed file system (any ``OSError`` a command leaves
+uncaught: one line naming the path, the reason and the fix), 128 + N stopped by signal N;
+``predict`` and ``check`` also exit 1 when they skipped or found unusable files.
+"""
 
 from __future__ import annotations
 
@@ -35,4 +41,10 @@ def main() -> None:
         print(f"tagger: unknown command {command!r}\n\n{usage()}", end="", file=sys.stderr)
         raise SystemExit(2)
     sys.argv = [f"tagger {command}", *sys.argv[2:]]
-    importlib.import_module(COMMANDS[command][0]).main()
+    try:
+        importlib.import_module(COMMANDS[command][0]).main()
+    except Exception as error:  # the top-level handler: a failed file system is one line
+        from tagger.cli.hydra_setup import exit_on_os_error
+
+        exit_on_os_error(error)
+        raise

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from tagger.errors import ConfigError
 from tagger.report import write_report
 
 
@@ -22,7 +23,7 @@ def main() -> None:
     args = parser.parse_args(sys.argv[1:])
     try:
         report = write_report(args.dirs, args.out or args.dirs[0])
-    except FileNotFoundError as error:
+    except ConfigError as error:
         print(f"tagger: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     print(report.markdown.read_text(), end="")
