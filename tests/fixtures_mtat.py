@@ -4,6 +4,7 @@ write_raw_mtat     the raw release: mp3s in part folders + annotations_final.csv
 write_coursework   the coursework's copy, two-pickle layout: labels pickles + one .npy per clip
 write_coursework_three   the same copy in the three-pickle layout (train / val / test)
 write_folder       a folder of wav/flac/ogg/mp3 files of mixed rates, lengths, channels
+mp3_with_slack     an mp3 whose header says a little more than it decodes to, as MTAT's do
 """
 
 from __future__ import annotations
@@ -186,3 +187,19 @@ def write_folder(root: Path, with_split: bool = True, seed: int = 0) -> Path:
         for path, _, _, _, tags, split in FOLDER_FILES:
             writer.writerow([path, tags, split] if with_split else [path, tags])
     return labels
+
+
+def mp3_with_slack(path: Path, seconds: float, slack_seconds: float, seed: int = 0) -> Path:
+    """A whole constant-bitrate mp3 at 16 kHz with no frame-count header, followed by
+    ``slack_seconds`` worth of stray bytes: its header's duration, estimated from the file's
+    size, is ``slack_seconds`` longer than it decodes to, as with MTAT's clips (29.27 s by
+    the header, 29.12 s decoded). Keep the stray bytes under 1 KiB (mpg123 resyncs that far).
+    """
+    samples = tones(np.random.default_rng(seed), round(seconds * 16000), 16000)
+    soundfile.write(path, samples, 16000, format="MP3", bitrate_mode="CONSTANT",
+                    compression_level=0.9)  # fmt: skip
+    with soundfile.SoundFile(path) as sound:
+        byte_rate = path.stat().st_size / (sound.frames / 16000)
+    with open(path, "ab") as f:
+        f.write(bytes(round(byte_rate * slack_seconds)))
+    return path

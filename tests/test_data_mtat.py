@@ -13,11 +13,19 @@ import soundfile
 from scipy.signal import resample_poly
 
 from tagger.cli.prepare import prepare
+from tagger.data.audio import TRUNCATION_TOLERANCE, _truncation, allowed_shortfall, read_audio
 from tagger.data.store import ClipStore
 from tagger.data.tagsets import MERGED50, MTAT_COLUMNS, TOP50
 from tagger.errors import ConfigError
 from tests.conftest import run_cli
-from tests.fixtures_mtat import CORRUPT_MP3, EMPTY_MP3, MISSING_MP3, RawMtat, write_raw_mtat
+from tests.fixtures_mtat import (
+    CORRUPT_MP3,
+    EMPTY_MP3,
+    MISSING_MP3,
+    RawMtat,
+    mp3_with_slack,
+    write_raw_mtat,
+)
 
 #: merged50's synonym groups exactly as mtat.md writes them (first name is the merged tag).
 SPEC_SYNONYMS = """beat/beats; chant/chanting; choir/choral; classical/clasical/classic;
@@ -250,3 +258,36 @@ def test_bad_pons_files_are_named(
         prepare_mtat(raw, tmp_path / "store", "--split", f"pons:{folder}")
     assert message in str(error.value)
     assert not (tmp_path / "store").exists()
+
+
+def test_an_mp3_short_by_its_encoders_slack_is_whole(tmp_path: Path) -> None:
+    """MTAT's clips decode about 0.15 s short of their header (29.27 s vs 29.12 s): no
+    warning; a decode clearly shorter than the header still is one."""
+    whole = mp3_with_slack(tmp_path / "whole.mp3", 29.1, 0.15)
+    with soundfile.SoundFile(whole) as sound:
+        header = sound.frames
+    samples, note = read_audio(whole, 16000)
+    assert note is None
+    assert header - len(samples) > TRUNCATION_TOLERANCE  # what the old check called truncated
+
+    rate, header = 16000, round(29.27 * 16000)  # the real clip's figures
+    assert _truncation(header, round(29.12 * rate), rate, "", mp3=True) is None
+    assert _truncation(header, round(29.12 * rate), rate, "", mp3=False) is not None
+    short = _truncation(header, round(28.5 * rate), rate, "", mp3=True)
+    assert short == "truncated: decodes to 28.50 s of the 29.27 s its header gives"
+    for rate in (8000, 16000, 22050, 44100, 48000):  # LAME's delay and a frame of padding
+        frame = 1152 if rate >= 32000 else 576
+        assert allowed_shortfall(rate, rate, mp3=True) >= 1105 + frame
+        assert allowed_shortfall(600 * rate, rate, mp3=True) == round(6 * rate)  # 1 %
+
+
+def test_prepare_mtat_lists_no_whole_clip_as_truncated(tmp_path: Path) -> None:
+    raw = write_raw_mtat(tmp_path / "mtat", parts="0d", clips_per_part=1)
+    mp3_with_slack(raw.root / raw.paths[1], 29.1, 0.15)  # a clip of part d, as MTAT has it
+    out = tmp_path / "store"
+    prepare(["mtat", "--root", str(raw.root), "--out", str(out), "--workers", "0",
+             "--truncated", "skip"])  # fmt: skip
+    store = ClipStore(out)
+    assert store.meta["truncated"] == []
+    assert raw.paths[1] in store.source_paths
+    assert raw.paths[1] not in [skip["path"] for skip in store.meta["skipped"]]
