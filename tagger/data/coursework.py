@@ -41,6 +41,7 @@ from tagger.data.sources import runs
 from tagger.data.splits import carve_validation
 from tagger.data.tagsets import MERGED50
 from tagger.errors import BadClipError, ConfigError
+from tagger.safe_pickle import RefusedGlobal, read_dataframe_pickle
 
 log = logging.getLogger(__name__)
 
@@ -158,13 +159,19 @@ def check_npy_headers(paths: list[Path], clip_ids: list[str]) -> None:
 def read_labels_pickle(path: Path) -> pd.DataFrame:
     """A coursework labels pickle, checked: its columns and 50 labels per row.
 
-    ``pd.read_pickle`` also reads pickles written by older pandas versions. Unpickling can
-    run code: read only label pickles from a source you trust.
+    It is unpickled through ``tagger.safe_pickle``'s allowlist (pickles of older pandas
+    versions load too): a pickle that names anything but a DataFrame's parts is refused
+    before that is imported, so a labels file never runs code.
     """
     if not path.is_file():
         raise ConfigError(f"{path} does not exist (expected the coursework's labels pickle)")
     try:
-        frame = pd.read_pickle(path)
+        frame = read_dataframe_pickle(path)
+    except RefusedGlobal as error:
+        raise ConfigError(
+            f"{path} names {error} while unpickling, which a labels DataFrame never holds; "
+            "tagger unpickles data only, not code (use the course's own label files)"
+        ) from None
     except Exception as error:  # any unpickling failure: a foreign or damaged file
         raise ConfigError(f"{path} cannot be unpickled as a pandas DataFrame ({error})") from None
     found = list(frame.columns) if isinstance(frame, pd.DataFrame) else type(frame).__name__
