@@ -291,11 +291,15 @@ def check_stored_data(data: Any, source: str) -> None:
             )
 
 
-def module_names(names: Iterable[str]) -> tuple[str, ...]:
-    """Trusted module names as given on a command line, checked to be dotted identifiers."""
+def module_names(names: Iterable[str] | str) -> tuple[str, ...]:
+    """Trusted module names as given on a command line (one name or a list), checked to be
+    dotted identifiers."""
     out = []
-    for name in names:
-        if not name or not all(part.isidentifier() for part in name.split(".")):
-            raise ConfigError(f"--trust-module takes a module name such as my_models, not {name!r}")
+    for name in [names] if isinstance(names, str) else names:
+        if not isinstance(name, str) or not all(p.isidentifier() for p in name.split(".")):
+            raise ConfigError(
+                f"--trust-module / trusted_modules take module names such as my_models, "
+                f"not {name!r}"
+            )
         out.append(name)
     return tuple(out)
