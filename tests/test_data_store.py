@@ -56,7 +56,7 @@ def test_a_killed_prepare_leaves_no_store_and_resumes(tmp_path: Path) -> None:
     out = tmp_path / "store"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     command = [sys.executable, "-c", SLOW_PREPARE, *folder_args(tmp_path / "audio", out)]
-    process = subprocess.Popen([*command, "--workers", "0"], env=env, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen([*command, "--workers", "1"], env=env, stderr=subprocess.DEVNULL)
     log = partial_dir(out) / "done.jsonl"
     deadline = time.time() + 60
     while not (log.is_file() and log.read_text().count("\n") >= 8) and time.time() < deadline:
@@ -78,7 +78,7 @@ def test_a_killed_prepare_leaves_no_store_and_resumes(tmp_path: Path) -> None:
     assert f"{committed}/40" in resumed.stderr  # the progress bar starts where it stopped
     assert not partial_dir(out).exists()
 
-    prepare([*folder_args(tmp_path / "audio", tmp_path / "fresh"), "--workers", "0"])
+    prepare([*folder_args(tmp_path / "audio", tmp_path / "fresh"), "--workers", "1"])
     store, fresh = ClipStore(out), ClipStore(tmp_path / "fresh")
     np.testing.assert_array_equal(store.memmap(), fresh.memmap())
     np.testing.assert_array_equal(store.labels, fresh.labels)
@@ -100,21 +100,21 @@ def test_an_interrupted_prepare_with_other_settings_is_not_mixed_in(
     monkeypatch.setattr(build, "decode_or_reason", failing)
     args = folder_args(tmp_path / "audio", tmp_path / "store")
     with pytest.raises(KeyboardInterrupt):
-        prepare([*args, "--workers", "0"])
+        prepare([*args, "--workers", "1"])
     monkeypatch.setattr(build, "decode_or_reason", decode)
     assert (partial_dir(tmp_path / "store") / "plan.json").is_file()
 
     other = folder_args(tmp_path / "audio", tmp_path / "store", clip_seconds="0.4")
 
     with pytest.raises(ConfigError, match="holds an unfinished prepare with other settings"):
-        prepare([*other, "--workers", "0"])
-    prepare([*other, "--workers", "0", "--restart"])
+        prepare([*other, "--workers", "1"])
+    prepare([*other, "--workers", "1", "--restart"])
     assert ClipStore(tmp_path / "store").clip_samples == 3200
 
 
 def test_store_files_and_a_damaged_store(tmp_path: Path) -> None:
     write_many(tmp_path / "audio", 6)
-    prepare([*folder_args(tmp_path / "audio", tmp_path / "store"), "--workers", "0"])
+    prepare([*folder_args(tmp_path / "audio", tmp_path / "store"), "--workers", "1"])
     store = ClipStore(tmp_path / "store")
     names = sorted(path.name for path in (tmp_path / "store").iterdir())
     assert names == ["audio.bin", "clips.csv", "labels.npy", "meta.json"]
@@ -153,7 +153,7 @@ def test_a_store_without_val_split_carves_one(tmp_path: Path) -> None:
     raw = write_raw_mtat(tmp_path / "mtat", parts="0cd", clips_per_part=2, seconds=0.5)
     out = tmp_path / "store"
     argv = ["mtat", "--root", str(raw.root), "--out", str(out), "--split", "coursework"]
-    prepare([*argv, "--tags", "merged50", "--workers", "0", "--sample-rate", "8000"])
+    prepare([*argv, "--tags", "merged50", "--workers", "1", "--sample-rate", "8000"])
     loader = {"sample_rate": 8000, "n_subclips": 2, "subclip_len": 4096, "batch_size": 2}
     counts = json.loads((out / "meta.json").read_text())["counts"]
     assert counts["val"] == 0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -55,7 +57,7 @@ def test_two_prepares_of_one_store_one_writes_the_other_stops_at_once(tmp_path: 
     command = [sys.executable, "-c", SLOWER_PREPARE, *folder_args(tmp_path / "audio", out)]
     runs = [
         subprocess.Popen(
-            [*command, "--workers", "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            [*command, "--workers", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         for _ in range(2)
     ]
@@ -101,7 +103,7 @@ def test_a_full_disk_is_one_line_leaves_no_empty_file_and_resumes(
 ) -> None:
     write_many(tmp_path / "audio", 12)
     out = tmp_path / "store"
-    argv = [*folder_args(tmp_path / "audio", out), "--workers", "0"]
+    argv = [*folder_args(tmp_path / "audio", out), "--workers", "1"]
     fsync, calls = os.fsync, []
 
     def full_disk(fd: int) -> None:
@@ -123,7 +125,7 @@ def test_a_full_disk_is_one_line_leaves_no_empty_file_and_resumes(
     assert run_main(argv, monkeypatch) == 0
     assert ("resuming the interrupted prepare" in capsys.readouterr().err) == committed
     resumed = ClipStore(out)
-    assert run_main([*folder_args(tmp_path / "audio", tmp_path / "fresh"), "--workers", "0"],
+    assert run_main([*folder_args(tmp_path / "audio", tmp_path / "fresh"), "--workers", "1"],
                     monkeypatch) == 0  # fmt: skip
     np.testing.assert_array_equal(resumed.memmap(), ClipStore(tmp_path / "fresh").memmap())
 
@@ -139,7 +141,7 @@ def test_an_impossible_out_is_one_line(
         "/proc": Path("/proc/tagger-store"),
         "/sys": Path("/sys/tagger-store"),
     }[where]
-    status = run_main([*folder_args(tmp_path / "audio", out), "--workers", "0"], monkeypatch)
+    status = run_main([*folder_args(tmp_path / "audio", out), "--workers", "1"], monkeypatch)
     error = capsys.readouterr().err
     assert status != 0 and len(error.strip().splitlines()) == 1, error
     assert error.startswith("tagger: error: ") and str(out) in error
@@ -167,3 +169,73 @@ def test_the_lock_file_of_a_killed_writer_does_not_block(tmp_path: Path) -> None
     assert lock_path(tmp_path / "store").read_text() == f"{os.getpid()}\n"
     lock.release()
     assert not lock_path(tmp_path / "store").exists()
+
+
+#: ``tagger prepare`` whose decoding processes take 0.5 s a file (a module-level function
+#: of ``__main__``, so that forked workers can be sent it), so that they are caught working.
+SLOW_WORKERS_PREPARE = "\n".join([
+    "import time",
+    "from tagger.data import build",
+    "decode = build.decode_or_reason",
+    "def slow(*args):",
+    "    time.sleep(0.5)",
+    "    return decode(*args)",
+    "build.decode_or_reason = slow",
+    "from tagger.cli.prepare import main",
+    "main()",
+])  # fmt: skip
+
+
+def children(pid: int) -> set[int]:
+    """The live child processes of ``pid`` (Linux ``/proc``)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            found |= {int(child) for child in (task / "children").read_text().split()}
+    return {child for child in found if alive(child)}
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+@pytest.mark.parametrize(
+    ("signum", "status"),
+    [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGKILL, -signal.SIGKILL)],
+)
+def test_decoding_workers_end_with_a_stopped_prepare(
+    tmp_path: Path, signum: int, status: int
+) -> None:
+    write_many(tmp_path / "audio", 40)
+    out = tmp_path / "store"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    command = [sys.executable, "-c", SLOW_WORKERS_PREPARE, *folder_args(tmp_path / "audio", out)]
+    process = subprocess.Popen(
+        [*command, "--workers", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True,  # a signal to it alone, not to a group with its workers
+    )  # fmt: skip
+    deadline = time.time() + 60
+    while len(workers := children(process.pid)) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    assert len(workers) >= 2, process.communicate(timeout=30)
+    time.sleep(0.3)  # inside a decode
+    os.kill(process.pid, signum)
+    err = process.communicate(timeout=30)[1].decode()
+    assert process.returncode == status, err
+    if signum != signal.SIGKILL:
+        assert "Traceback" not in err and "interrupted; run the same command" in err
+    deadline = time.time() + 10
+    while any(map(alive, workers)) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not any(map(alive, workers)), [pid for pid in workers if alive(pid)]
+    assert not lock_path(out).exists() or signum == signal.SIGKILL
+    assert subprocess.run([*command, "--workers", "2"], env=env, capture_output=True,
+                          timeout=120).returncode == 0  # the same command resumes  # fmt: skip
+    assert len(ClipStore(out).clip_ids) == 40

@@ -14,7 +14,8 @@
 Then train with ``python train.py data=store data.path=STORE``. See docs/data.md.
 Exit status: 0 when the store was written; 2 for bad arguments or inputs, or while another
 prepare writes the same --out; 1 when the file system fails (full, not writable); 130
-when interrupted (Ctrl-C; the same command resumes).
+when interrupted (Ctrl-C; the same command resumes), 143 when terminated (SIGTERM; the
+same). Its decoding processes end with it, however it ends.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ import json
 import sys
 from pathlib import Path
 
-from tagger.data.build import available_cores, build_store
+from tagger.data.build import Terminated, available_cores, build_store
 from tagger.data.folder import folder_plan
 from tagger.data.jamendo import SUBSETS, jamendo_plan
 from tagger.data.mtat import mtat_plan
-from tagger.data.store import DEFAULT_MIN_SECONDS, META_FILE, TRUNCATED_POLICIES, StorePlan
+from tagger.data.store import META_FILE, TRUNCATED_POLICIES, StorePlan
 from tagger.errors import ConfigError
 
 
@@ -101,7 +102,8 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="with --clip-seconds none: zero-pad shorter files to S seconds (listed in "
-        f"meta.json); default {DEFAULT_MIN_SECONDS:g}",
+        "meta.json); default: none, every file keeps its real length (training pads a file "
+        "shorter than a window up to one window)",
     )
     folder.add_argument("--val-fraction", type=float, default=0.1, help="without a split column")
     folder.add_argument("--test-fraction", type=float, default=0.1, help="without a split column")
@@ -124,7 +126,7 @@ def parser() -> argparse.ArgumentParser:
         "--min-seconds",
         type=float,
         default=None,
-        help=f"zero-pad shorter tracks to S s (listed); default {DEFAULT_MIN_SECONDS:g}",
+        help="zero-pad shorter tracks to S s (listed); default: none, real lengths kept",
     )
     return main
 
@@ -218,9 +220,9 @@ def main() -> None:
     except OSError as error:
         print(f"tagger: error: {os_error_line(error, args.out)}", file=sys.stderr)
         raise SystemExit(1) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as error:  # Ctrl-C or SIGINT; SIGTERM: Terminated
         print("tagger: interrupted; run the same command again to resume", file=sys.stderr)
-        raise SystemExit(130) from None
+        raise SystemExit(143 if isinstance(error, Terminated) else 130) from None
 
 
 if __name__ == "__main__":

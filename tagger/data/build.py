@@ -1,18 +1,31 @@
-"""Build a clip store from a plan: decode files on every core, write them in order, resumably."""
+"""Build a clip store from a plan: decode files on every core, write them in order, resumably.
+
+The decoding processes end with the prepare that started them, however it ends: on an
+error, SIGINT or SIGTERM it stops them before it exits, and each asks the kernel
+(``PR_SET_PDEATHSIG`` on Linux) to end it should its parent be killed outright (SIGKILL).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import signal
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from pathlib import Path
+from types import FrameType
 
 import numpy as np
 from tqdm import tqdm
 
-from tagger.data.audio import AudioError, decode_clip, decode_track
+from tagger.data.audio import AudioError, fit_length, middle, read_audio, to_int16
 from tagger.data.store import StorePlan, StoreWriter, drop_inherited_lock
+
+#: ``prctl`` option: the signal a process gets when its parent ends (linux/prctl.h).
+_PR_SET_PDEATHSIG = 1
 
 
 def available_cores() -> int:
@@ -30,15 +43,69 @@ Decoded = tuple[np.ndarray | None, str | None]
 def decode_or_reason(
     path: Path, sample_rate: int, n_samples: int | None, max_samples: int | None = None
 ) -> Decoded:
-    """``decode_clip`` (``n_samples`` given) or ``decode_track`` (None: the whole file, or its
-    middle ``max_samples``): ``path`` as a store clip and its truncation note, or (None, the
-    reason the file cannot be a clip); runs in a worker process."""
+    """``path`` as a store clip (``n_samples`` given: cropped or zero-padded to it) or track
+    (None: the whole file, or its middle ``max_samples``), int16, and its truncation note;
+    or (None, the reason the file cannot be a clip), e.g. one that holds no samples at
+    ``sample_rate``; runs in a worker process."""
     try:
-        if n_samples is None:
-            return decode_track(path, sample_rate, max_samples)
-        return decode_clip(path, sample_rate, n_samples)
+        samples, truncated = read_audio(path, sample_rate)
     except AudioError as error:
         return None, error.reason
+    if not len(samples):  # e.g. a few samples at a higher rate, resampled to none
+        return None, f"no audio: it decodes to 0 samples at {sample_rate} Hz"
+    if n_samples is None:
+        return to_int16(middle(samples, max_samples)), truncated
+    return to_int16(fit_length(samples, n_samples)), truncated
+
+
+def die_with_parent(parent: int) -> None:
+    """In a decoding process: end when process ``parent`` ends, even by SIGKILL (Linux:
+    ``PR_SET_PDEATHSIG``), and leave SIGINT to the parent, which stops its workers itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # it ended before the request above was made
+        os._exit(1)
+    if not sys.platform.startswith("linux"):
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    """Where the kernel cannot end a worker with its parent: look every second."""
+    while os.getppid() == parent:
+        threading.Event().wait(1.0)
+    os._exit(1)
+
+
+def _init_worker(parent: int, lock_fd: int, lock_file: str) -> None:
+    """A decoding process's initializer: ``die_with_parent``, then ``drop_inherited_lock``."""
+    die_with_parent(parent)
+    drop_inherited_lock(lock_fd, lock_file)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that a prepare stops as on Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While the body runs in the main thread, SIGTERM raises ``Terminated`` (whose
+    handlers stop the workers and keep the committed clips), then is restored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise Terminated
+
+    previous: Callable | int | None = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def _decoded(
@@ -97,24 +164,25 @@ def build_store(
     """
     workers = available_cores() if workers is None else workers
     chunk = chunk or 8 * max(workers, 1)
-    writer = StoreWriter(out, plan, restart=restart)
-    try:
-        if writer.resumed:
-            print(f"resuming the interrupted prepare in {writer.partial}", file=sys.stderr)
-        _write_clips(writer, workers, chunk)
-        return writer.finish()
-    except BaseException:
-        writer.close()
-        raise
+    with _sigterm_interrupts():
+        writer = StoreWriter(out, plan, restart=restart)
+        try:
+            if writer.resumed:
+                print(f"resuming the interrupted prepare in {writer.partial}", file=sys.stderr)
+            _write_clips(writer, workers, chunk)
+            return writer.finish()
+        except BaseException:
+            writer.close()
+            raise
 
 
 def _write_clips(writer: StoreWriter, workers: int, chunk: int) -> None:
     """Decode and commit the plan's clips from the writer's ``next_index`` on."""
     plan, start = writer.plan, writer.next_index
     bar = tqdm(total=len(plan.clips), initial=start, unit="file", desc=f"prepare {writer.out.name}")
-    lock = (writer.lock.fd, str(writer.lock.path))
+    initargs = (os.getpid(), writer.lock.fd, str(writer.lock.path))
     executor = (
-        ProcessPoolExecutor(workers, initializer=drop_inherited_lock, initargs=lock)
+        ProcessPoolExecutor(workers, initializer=_init_worker, initargs=initargs)
         if workers > 1
         else None
     )
@@ -124,7 +192,25 @@ def _write_clips(writer: StoreWriter, workers: int, chunk: int) -> None:
                 _add(writer, index, decoded, plan.truncated)
             writer.commit()
             bar.update(len(results))
+    except BaseException:
+        if executor is not None:
+            _stop(executor)
+            executor = None
+        raise
     finally:
         bar.close()
         if executor is not None:
-            executor.shutdown(cancel_futures=True)
+            executor.shutdown()
+
+
+def _stop(executor: ProcessPoolExecutor) -> None:
+    """End an executor's processes now, mid-file (after an error or a signal): nothing they
+    decode would be committed."""
+    processes = list((getattr(executor, "_processes", None) or {}).values())
+    executor.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        with contextlib.suppress(OSError, ValueError):
+            process.terminate()
+    for process in processes:
+        with contextlib.suppress(OSError, ValueError, AssertionError):
+            process.join(timeout=5)

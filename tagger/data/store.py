@@ -13,9 +13,11 @@ Layout (format version 1: clips of one length; version 2: tracks of any length):
       clips.csv    clip_id,path,split: row i describes audio row (track) i (path = source file)
 
 A v2 store's meta.json has ``"clip_samples": null``, ``max_samples`` (longer files keep
-their middle ``max_samples``; null: whole), ``min_samples`` (shorter tracks are zero-padded
-to it), ``track_samples`` (min, max, mean, total of the stored lengths) and ``padded``
-(how many tracks were padded, and which, with their decoded lengths).
+their middle ``max_samples``; null: whole), ``min_samples`` (0 by default: every track is
+stored at its real length; ``prepare --min-seconds`` zero-pads shorter ones to it),
+``track_samples`` (min, max, mean, total of the stored lengths) and ``padded`` (how many
+tracks were padded, and which, with their decoded lengths). A reader takes each track at
+its decoded length, so windows are placed inside the real audio whatever the padding.
 
 ``StoreWriter`` builds ``STORE.partial/`` by appending clips and renames it to ``STORE``
 only when complete, so a directory named ``STORE`` is always a finished store. An
@@ -49,10 +51,11 @@ from tagger.errors import ConfigError
 FORMAT_VERSION, TRACKS_FORMAT_VERSION = 1, 2
 AUDIO_FILE, LABELS_FILE, CLIPS_FILE, META_FILE = "audio.bin", "labels.npy", "clips.csv", "meta.json"
 OFFSETS_FILE = "offsets.npy"
-#: Tracks of a v2 store shorter than this are zero-padded to it (``prepare --min-seconds``):
-#: longer than every window of the built-in configs (samplecnn's 59,049 samples are 4.9 s
-#: at 12 kHz). The reader zero-fills any window that still runs past a track's end.
-DEFAULT_MIN_SECONDS = 5.0
+#: Tracks of a v2 store shorter than this are zero-padded to it (``prepare --min-seconds``).
+#: 0: none is; every track is stored at its real length, since the window it will be read
+#: in is only known at training time. The reader then pads a track shorter than a window
+#: up to one window (zero-fills the window past its end), and no further.
+DEFAULT_MIN_SECONDS = 0.0
 #: ``data=store``'s window (``data.subclip_len``) on a v2 store, where no clip length divides
 #: into windows: Dieleman's 3 s crops (48,000 samples at 16 kHz).
 DEFAULT_WINDOW_SECONDS = 3.0
@@ -98,7 +101,7 @@ class StorePlan:
             ``truncated`` in ``meta.json``) or ``skip`` it (listed under ``skipped``).
         max_samples: v2 only: longer files keep their middle ``max_samples`` (None: whole).
         min_samples: v2 only: shorter tracks are zero-padded to it and listed under
-            ``padded`` in ``meta.json`` (None: ``DEFAULT_MIN_SECONDS`` at ``sample_rate``).
+            ``padded`` in ``meta.json`` (None: ``DEFAULT_MIN_SECONDS``, no padding).
     """
 
     clips: list[StoreClip]
@@ -111,6 +114,9 @@ class StorePlan:
     min_samples: int | None = None
 
     def __post_init__(self) -> None:
+        if self.clip_samples is not None and self.clip_samples < 1:
+            raise ConfigError(f"a clip of {self.clip_samples} samples holds no audio; give a "
+                              "positive --clip-seconds, or none to keep each file whole")
         if self.clip_samples is not None and (self.max_samples or self.min_samples):
             raise ValueError("max_samples and min_samples are for tracks (clip_samples=None)")
         if self.max_samples is not None and self.max_samples < self.pad_samples:
@@ -355,9 +361,12 @@ class StoreWriter:
     ) -> None:
         """Append plan clip ``index``: int16 [clip_samples], or for a v2 plan a track of any
         length (zero-padded here to the plan's ``pad_samples``), with ``truncated``, the note
-        that its file decoded shorter than its header says; or None with the reason it failed."""
+        that its file decoded shorter than its header says; or None with the reason it failed.
+        A track of no samples is skipped (listed under ``skipped``), never stored."""
         if index != self.next_index + len(self._pending):
             raise ValueError(f"clips must be added in plan order; got {index}")
+        if clip is not None and clip.size == 0:
+            clip, skipped = None, f"no audio: it decodes to 0 samples at {self.plan.sample_rate} Hz"
         if clip is None:
             self._pending.append(_Entry(index, skipped or "skipped", None))
             return
@@ -672,10 +681,53 @@ class ClipStore:
                     "the store is damaged, prepare it again"
                 )
         if self.track_offsets is None:
+            if self.clip_samples < 1:
+                raise ConfigError(f"{meta_file}: clips of {self.clip_samples} samples hold no "
+                                  "audio; the store is damaged, prepare it again")  # fmt: skip
             self.audio = StoreAudio.of_rows(audio_file, np.arange(n_clips), self.clip_samples)
         else:
             offsets, rows = self.track_offsets, np.arange(n_clips)
-            self.audio = StoreAudio(audio_file, rows, offsets[:-1], np.diff(offsets), tracks=True)
+            lengths = self._decoded_lengths(np.diff(offsets))
+            self.audio = StoreAudio(audio_file, rows, offsets[:-1], lengths, tracks=True)
+
+    def _decoded_lengths(self, stored: np.ndarray) -> np.ndarray:
+        """A v2 store's tracks at their real (decoded) lengths: int64 [tracks], the stored
+        lengths less the zero padding ``meta.json`` lists under ``padded`` (in store order),
+        so that no window is placed in padding. A track of no samples is refused, naming it."""
+        lengths = stored.copy()
+        padded = (self.meta.get("padded") or {}).get("tracks") or []
+        position = 0
+        for row, (clip_id, path) in enumerate(zip(self.clip_ids, self.source_paths, strict=True)):
+            if position == len(padded):
+                break
+            entry = padded[position]
+            if not isinstance(entry, dict) or (entry.get("clip_id"), entry.get("path")) != (
+                clip_id, path,
+            ):  # fmt: skip
+                continue
+            decoded = entry.get("decoded_samples")
+            if type(decoded) is not int or not 0 <= decoded <= stored[row]:
+                raise ConfigError(
+                    f"{self.path / META_FILE}: padded track {clip_id} has decoded_samples "
+                    f"{decoded!r}, not 0 to its {int(stored[row])} stored samples; the store is "
+                    "damaged, prepare it again"
+                )
+            lengths[row] = decoded
+            position += 1
+        if position != len(padded):
+            raise ConfigError(
+                f"{self.path / META_FILE}: {len(padded) - position} of its padded tracks are not "
+                f"in {CLIPS_FILE} in store order; the store is damaged, prepare it again"
+            )
+        empty = np.flatnonzero(lengths == 0)
+        if len(empty):
+            named = ", ".join(self.clip_ids[row] for row in empty[:5])
+            more = f" and {len(empty) - 5} more" if len(empty) > 5 else ""
+            raise ConfigError(
+                f"{self.path}: {len(empty)} track(s) hold no samples ({named}{more}); a track "
+                "must hold audio: prepare the store again (tracks of no samples are skipped)"
+            )
+        return lengths
 
     def _offsets(self, n_tracks: int) -> np.ndarray:
         """A v2 store's ``offsets.npy``, checked: int64 [tracks + 1] from 0, never falling."""
@@ -706,10 +758,20 @@ class ClipStore:
         return np.memmap(self.path / AUDIO_FILE, AUDIO_DTYPE, "r", shape=shape)
 
 
-def store_info(path: str | None, key: str) -> Any:
-    """``meta.json[key]`` of the store at ``path``, or None when there is no store there
-    (the data module then reports the problem properly)."""
+def store_info(path: str | None, key: str) -> int | None:
+    """``meta.json[key]`` of the store at ``path``, a number of samples or Hz that goes into
+    the data config, or None when there is no store there (the data module then reports the
+    problem properly). Anything but a positive whole number (a config node, text that
+    Hydra would interpolate) is refused: a file never supplies config structure."""
     meta_file = Path(path).expanduser() / META_FILE if path else None
     if meta_file is None or not meta_file.is_file():
         return None
-    return json.loads(meta_file.read_text()).get(key)
+    try:
+        value = json.loads(meta_file.read_text()).get(key)
+    except (ValueError, AttributeError):
+        raise ConfigError(f"{meta_file} is not a store's meta.json (not a JSON object)") from None
+    if value is not None and (
+        not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**31
+    ):
+        raise ConfigError(f"{meta_file}: {key} must be a positive whole number, not {value!r}")
+    return value
