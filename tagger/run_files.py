@@ -26,6 +26,8 @@ import numpy as np
 
 from tagger.metrics import TagScores, category_means
 
+#: A fix that ends so is followed by how the command writes elsewhere, where it says.
+ELSEWHERE = "write elsewhere"
 #: errno -> (reason, fix) for the file-system failures a user can act on; ``{folder}`` is
 #: the folder of the file being written, ``{where}`` the file or folder in the way.
 _FAILURES: dict[int, tuple[str, str]] = {
@@ -72,43 +74,58 @@ def reason_and_fix(error: OSError, path: Path) -> tuple[str, str]:
     return reason.format(where=where), fix.format(folder=path.parent)
 
 
+def _said(fix: str, elsewhere: str) -> str:
+    """``fix``, followed by ``elsewhere`` (how to write elsewhere) when it ends so."""
+    return f"{fix} ({elsewhere})" if elsewhere and fix.endswith(ELSEWHERE) else fix
+
+
 class OutputError(OSError):
-    """A file that cannot be written, named in one line with the reason and the fix.
+    """A file that cannot be written, named in one line with the reason and the fix:
+    ``cannot write PATH: REASON (NOTE); FIX``.
 
     An ``OSError`` (its ``errno`` is the failure's) rather than a ``ConfigError``: the
     file system failed, not the input, and the command line exits with status 1.
     """
 
-    def __init__(self, message: str, path: Path | None = None,
+    def __init__(self, path: Path, reason: str, fix: str, note: str = "",
                  error_number: int | None = None) -> None:  # fmt: skip
-        super().__init__(message)
+        super().__init__(f"cannot write {path}: {reason}")
         self.errno = error_number
-        self.path = path
+        self.path, self.reason, self.fix, self.note = path, reason, fix, note
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.path, self.reason, self.fix, self.note, self.errno)
 
     def __str__(self) -> str:
-        return str(self.args[0])
+        return self.line()
+
+    def line(self, elsewhere: str = "") -> str:
+        """The one line; ``elsewhere`` (e.g. ``paths.log_dir=DIR``) says how to write
+        elsewhere, after a fix that ends so."""
+        note = f" ({self.note})" if self.note else ""
+        return f"cannot write {self.path}: {self.reason}{note}; {_said(self.fix, elsewhere)}"
 
     @classmethod
     def of(cls, path: Path, error: OSError, note: str = "") -> OutputError:
-        """The one-line error for ``error`` raised while writing ``path``; ``note`` is added
-        after the reason (e.g. what was kept)."""
+        """The error for ``error`` raised while writing ``path``; ``note`` is added after
+        the reason (e.g. what was kept)."""
         if isinstance(error, OutputError):
             return error
         reason, fix = reason_and_fix(error, path)
-        note = f" ({note})" if note else ""
-        return cls(f"cannot write {path}: {reason}{note}; {fix}", path, error.errno)
+        return cls(path, reason, fix, note, error.errno)
 
 
-def describe_os_error(error: OSError) -> str:
+def describe_os_error(error: OSError, elsewhere: str = "") -> str:
     """One line for any ``OSError``: an ``OutputError``'s own, else the path it names (if
-    any), the reason and the fix."""
+    any), the reason and the fix; ``elsewhere`` as in ``OutputError.line``."""
     if isinstance(error, OutputError):
-        return str(error)
+        return error.line(elsewhere)
     path = _filename(error)
     if path is None:
         return error.strerror or str(error)
     reason, fix = reason_and_fix(error, path)
-    return f"{path}: {reason}; {fix}"
+    named = reason if reason.startswith(str(path)) else f"{path}: {reason}"
+    return f"{named}; {_said(fix, elsewhere)}"
 
 
 def temporary_path(path: Path) -> Path:
@@ -150,8 +167,9 @@ def replacing(*paths: str | Path, note: str = "") -> Iterator[tuple[Path, ...]]:
         for target in targets:
             failed = target
             if target.exists() and not target.is_file():  # a folder, device, pipe or socket
-                raise OutputError(f"cannot write {target}: it is there and is not a plain file; "
-                                  "move it away or choose another file name", target, errno.EEXIST)
+                raise OutputError(target, "it is there and is not a plain file",
+                                  "move it away or choose another file name", "",
+                                  errno.EEXIST)  # fmt: skip
             target.parent.mkdir(parents=True, exist_ok=True)
         failed = targets[0]
         yield tuple(temporaries)

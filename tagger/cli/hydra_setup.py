@@ -28,6 +28,9 @@ from tagger.errors import ConfigError, find_config_error
 from tagger.optim import scaled_lr
 from tagger.run_files import describe_os_error
 
+#: How a Hydra command (train, eval) writes its run elsewhere.
+HYDRA_ELSEWHERE = "paths.log_dir=DIR or hydra.run.dir=DIR"
+
 
 def exit_on_config_error(error: Exception) -> None:
     """Print a ``ConfigError`` behind ``error`` as one line and exit with status 2; else,
@@ -48,10 +51,11 @@ def find_os_error(error: BaseException | None) -> OSError | None:
     return None
 
 
-def exit_on_os_error(error: BaseException) -> None:
+def exit_on_os_error(error: BaseException, elsewhere: str = "") -> None:
     """The command line's handler of a failed file system: print the ``OSError`` behind
     ``error`` as one line (``tagger: error: cannot write PATH: reason; fix``) and exit with
-    status 1; else return. A closed pipe on stdout (``tagger report | head``) exits 1 quietly.
+    status 1; else return. ``elsewhere`` says how to write elsewhere (``paths.log_dir=DIR``).
+    A closed pipe on stdout (``tagger report | head``) exits 1 quietly.
     """
     os_error = find_os_error(error)
     if os_error is None:
@@ -60,12 +64,12 @@ def exit_on_os_error(error: BaseException) -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)  # Python flushes stdout again at exit
         os.dup2(devnull, sys.stdout.fileno())
         raise SystemExit(1) from None
-    print(f"tagger: error: {describe_os_error(os_error)}", file=sys.stderr)
+    print(f"tagger: error: {describe_os_error(os_error, elsewhere)}", file=sys.stderr)
     raise SystemExit(1) from None
 
 
 @contextlib.contextmanager
-def os_errors_in_one_line() -> Iterator[None]:
+def os_errors_in_one_line(elsewhere: str = "") -> Iterator[None]:
     """Within, an ``OSError`` that reaches Hydra's own error report (which prints a
     traceback and exits 1) is one line instead (``exit_on_os_error``): creating the run or
     sweep directory, writing ``.hydra/`` and the log file, or raised by the job itself.
@@ -80,7 +84,7 @@ def os_errors_in_one_line() -> Iterator[None]:
             try:
                 return func()
             except Exception as error:
-                exit_on_os_error(error)
+                exit_on_os_error(error, elsewhere)
                 raise
 
         return report(guarded)
@@ -222,11 +226,11 @@ def run_hydra_entry(hydra_main: Callable[[], object]) -> None:
         check_group_choices(sys.argv[1:])
     except ConfigError as error:
         exit_on_config_error(error)
-    with os_errors_in_one_line():
+    with os_errors_in_one_line(HYDRA_ELSEWHERE):
         try:
             hydra_main()
         except Exception as error:
-            exit_on_os_error(error)
+            exit_on_os_error(error, HYDRA_ELSEWHERE)
             raise
 
 
