@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +26,13 @@ import torch
 
 from tagger.aggregation import clip_probabilities
 from tagger.data.audio import read_audio
+from tagger.errors import ConfigError
 from tagger.figures import plot_taggram
 from tagger.module import TaggingModule, load_trained
 from tagger.run_files import OutputError, write_text
 
 #: Files a folder argument contributes (case-insensitive suffixes).
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 #: Windows per forward pass: bounds memory on long files.
 WINDOWS_PER_BATCH = 32
 
@@ -64,20 +66,57 @@ class Prediction:
         return [(tag_names[i], float(self.probabilities[i])) for i in order]
 
 
-def audio_files(paths: Iterable[Path]) -> list[Path]:
-    """Files as given; folders replaced by their audio files (recursively, sorted).
+def audio_files(paths: Iterable[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The files to tag and what was left out: files as given; each folder replaced by its
+    audio files (``AUDIO_SUFFIXES``, searched recursively, linked folders followed once,
+    sorted), and what the folder holds besides, (path, why), to be named.
 
-    A path that does not exist is kept, so that tagging it reports it as missing.
+    A path that does not exist is kept, so that tagging it reports it as missing. A folder
+    with no audio file raises ``ConfigError`` naming it: no input is dropped unsaid.
     """
     found: list[Path] = []
+    left_out: list[tuple[Path, str]] = []
     for path in paths:
-        if path.is_dir():
-            found += sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
-            )
-        else:
+        if not path.is_dir():
             found.append(path)
-    return found
+            continue
+        files, others = _folder_audio(path)
+        if not files:
+            raise ConfigError(
+                f"{path} is a folder with no {', '.join(AUDIO_SUFFIXES)} file (searched "
+                "recursively); give audio files or folders that hold some"
+            )
+        found += files
+        left_out += others
+    return found, left_out
+
+
+def _folder_audio(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The audio files under ``folder``, sorted, and (path, why) for what else is there: other
+    files, folders that cannot be read, links back to a folder already searched."""
+    files: list[Path] = []
+    left_out: list[tuple[Path, str]] = []
+    seen: set[str] = set()
+
+    def unreadable(error: OSError) -> None:
+        left_out.append((Path(error.filename or folder), f"unreadable folder ({error.strerror})"))
+
+    for root, dirs, names in os.walk(folder, onerror=unreadable, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link to a folder searched already (or a loop)
+            left_out.append((Path(root), "a link to a folder searched already"))
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        for name in names:
+            path = Path(root) / name
+            if path.suffix.lower() in AUDIO_SUFFIXES:
+                files.append(path)
+            else:
+                why = f"not {', '.join(AUDIO_SUFFIXES)}" if path.exists() else "a broken link"
+                left_out.append((path, why))
+    return sorted(files), sorted(left_out)
 
 
 def windows(samples: np.ndarray, window: int, hop: int | None = None) -> torch.Tensor:

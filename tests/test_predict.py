@@ -58,8 +58,28 @@ def test_windows_cover_the_file_and_pad_a_short_one() -> None:
 
 
 def test_folders_give_their_audio_files_recursively(music: Path) -> None:
-    names = [p.relative_to(music).as_posix() for p in audio_files([music])]
+    files, left_out = audio_files([music])
+    names = [p.relative_to(music).as_posix() for p in files]
     assert names == ["a.wav", "b.flac", "broken.ogg", "nested/c.mp3"]
+    assert [(p.relative_to(music).as_posix(), why[:8]) for p, why in left_out] == [
+        ("notes.txt", "not .wav")
+    ]
+
+
+def test_a_folder_is_expanded_or_refused_never_dropped(
+    checkpoint: Path, music: Path, tmp_path: Path
+) -> None:
+    result = tagger_predict(checkpoint, music, "--format", "csv")
+    assert f"tagger predict: left out {music / 'notes.txt'}: not .wav" in result.stderr
+    empty = tmp_path / "covers"
+    empty.mkdir()
+    (empty / "front.jpg").write_bytes(b"not audio")
+    result = tagger_predict(checkpoint, music / "a.wav", empty)
+    assert result.returncode == 2 and result.stdout == "", result.stderr
+    assert result.stderr.strip() == (
+        f"tagger predict: error: {empty} is a folder with no .wav, .flac, .ogg, .mp3, .aiff, "
+        ".aif file (searched recursively); give audio files or folders that hold some"
+    )
 
 
 def test_tagging_matches_the_checkpoint_on_the_files_windows(checkpoint: Path, music: Path) -> None:

@@ -9,8 +9,10 @@ tell them apart: ``taggram_names``).
 Files that cannot be decoded, hold NaN or infinite samples, or get non-finite
 probabilities from the model are named on stderr and skipped; the others still come
 out, and no NaN is ever printed (the json output is strict JSON). A truncated file is
-tagged on what it holds, with a warning on stderr. Exit status: 0 when every file was
-tagged, 1 when some were skipped, 2 when the arguments or the checkpoint are wrong.
+tagged on what it holds, with a warning on stderr. A folder's files that are not audio
+are named on stderr as left out; a folder with no audio file is an error. Exit status: 0
+when every file was tagged, 1 when some were skipped, 2 when the arguments or the
+checkpoint are wrong.
 """
 
 from __future__ import annotations
@@ -155,7 +157,13 @@ def main() -> None:
     except ConfigError as error:
         print(f"tagger predict: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    files = audio_files(args.inputs)
+    try:
+        files, left_out = audio_files(args.inputs)
+    except ConfigError as error:  # a folder with no audio file: never dropped unsaid
+        print(f"tagger predict: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    for path, why in left_out:
+        print(f"tagger predict: left out {path}: {why}", file=sys.stderr)
     if not files:
         print(f"tagger predict: error: no {', '.join(AUDIO_SUFFIXES)} files in "
               f"{', '.join(map(str, args.inputs))}", file=sys.stderr)  # fmt: skip
