@@ -285,3 +285,19 @@ def test_a_folder_input_is_expanded_or_refused_never_dropped(
     named = [path for path, _ in left_out]
     assert sorted(p for p in named if p.is_file()) == [p for p in every if p not in audio]
     assert (root / "again" in named) == loop
+
+
+def test_check_names_the_files_prepare_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    write_recordings(tmp_path / "audio", {"train": 2, "val": 1})
+    soundfile.write(tmp_path / "audio" / "train001.wav", np.full(2, 0.5), 48000)  # 0 at 8 kHz
+    store = prepare_folder(tmp_path / "audio", tmp_path / "store", "none")
+    capsys.readouterr()
+    argv = ["tagger check", "--workers", "1", "data=store", f"data.path={store.path}"]
+    monkeypatch.setattr(sys, "argv", [*argv, "data.n_subclips=1", "data.subclip_len=4000"])
+    with pytest.raises(SystemExit) as stopped:
+        check_cli.main()
+    out = capsys.readouterr().out
+    assert stopped.value.code == 0, out
+    assert "left out train001.wav: skipped when prepared: no audio: it decodes to 0 samples" in out

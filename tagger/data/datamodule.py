@@ -99,6 +99,11 @@ class ClipDataModule(LightningDataModule):
     def describe(self) -> dict[str, Any]:
         """What this data is, for ``metrics.json`` (name, source, whether it is real music)."""
 
+    def left_out(self) -> list[str]:
+        """Inputs this data leaves out, one line each naming it and why (e.g. the files
+        ``tagger prepare`` skipped); none by default."""
+        return []
+
     def check_files(self, splits: dict[str, ClipDataset]) -> None:
         """A quick start-up look at the files behind ``splits`` (headers and sizes, not the
         samples), run by ``setup``; raises ``BadClipError`` naming every bad file. Sources

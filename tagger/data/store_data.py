@@ -104,6 +104,14 @@ class StoreDataModule(ClipDataModule):
             )
         return datasets
 
+    def left_out(self) -> list[str]:
+        """The files ``tagger prepare`` skipped for this store (``meta.json``'s ``skipped``)."""
+        return [
+            f"{skip.get('path')}: skipped when prepared: {skip.get('reason')}"
+            for skip in self.store.meta.get("skipped") or []
+            if isinstance(skip, dict)
+        ]
+
     def describe(self) -> dict[str, Any]:
         meta = self.store.meta
         return {
