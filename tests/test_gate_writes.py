@@ -363,8 +363,8 @@ def song(tmp_path_factory: pytest.TempPathFactory) -> Path:
 #: A command: its arguments for an output folder, and the files it writes there.
 Command = Callable[[Path, Path, Path], list[str | Path]]
 COMMANDS: dict[str, tuple[Command, tuple[str, ...]]] = {
-    "train": (lambda ckpt, song, out: ["train", *TINY, "test=false", "trainer.limit_val_batches=1",
-                                       "trainer.limit_train_batches=2", f"hydra.run.dir={out}"],
+    "train": (lambda ckpt, song, out: ["train", *TINY, "test=false", "+trainer.limit_val_batches=1",
+                                       "+trainer.limit_train_batches=2", f"hydra.run.dir={out}"],
               ("metrics.json", "checkpoints/last.ckpt")),
     "eval": (lambda ckpt, song, out: ["eval", f"ckpt_path={ckpt}", f"hydra.run.dir={out}"],
              ("metrics.json", "predictions.csv", "per_tag_auc.png", "per_tag_auc.csv",
