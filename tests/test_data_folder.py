@@ -20,7 +20,7 @@ from tests.test_data_coursework import QUICK
 
 def prepare_folder(root: Path, labels: Path, out: Path, *args: str) -> ClipStore:
     argv = ["folder", "--root", str(root), "--labels", str(labels), "--out", str(out)]
-    prepare([*argv, "--sample-rate", "8000", "--clip-seconds", "1.2", "--workers", "0", *args])
+    prepare([*argv, "--sample-rate", "8000", "--clip-seconds", "1.2", "--workers", "1", *args])
     return ClipStore(out)
 
 
@@ -72,6 +72,12 @@ def test_without_a_split_column_the_split_is_seeded(tmp_path: Path) -> None:
         ("file,labels\na/one.wav,bass\n", "no path or tags column"),
         ("path,tags,split\na/one.wav,bass,dev\n", "line 2: split 'dev' is not train, val or test"),
         ("path,tags\na/one.txt,bass\n", "line 2: path 'a/one.txt' is not a .wav/.flac/.ogg/.mp3"),
+        (  # tags separated by commas: the extra field is not dropped silently
+            "path,tags\na/one.wav,bass\nb/three.mp3,rock,pop\n",
+            "line 3: 3 field(s) under a header of 2 (path,tags); separate tags with `;`",
+        ),
+        ("path,tags,split\na/one.wav,bass\n", "line 2: 2 field(s) under a header of 3"),
+        ('path,tags\n"a/one.wav","bass\nbeat"\nx.wav\n', "line 4: 1 field(s) under a header"),
     ],
 )
 def test_bad_labels_csv_is_named(tmp_path: Path, content: str, message: str) -> None:

@@ -74,7 +74,7 @@ def test_prepare_writes_the_splits_tags_and_labels_of_the_tsvs(
 ) -> None:
     out = tmp_path / "store"
     prepare(["jamendo", "--audio", str(jamendo.audio), "--splits", str(jamendo.splits),
-             "--out", str(out), "--workers", "0", "--min-seconds", "0.5"])  # fmt: skip
+             "--out", str(out), "--workers", "1", "--min-seconds", "0.5"])  # fmt: skip
     store = ClipStore(out)
     expected = expected_store(jamendo, "top50tags", 0)
     seconds = {t.track_id: t.seconds for rows in jamendo.tracks[0].values() for t in rows}
@@ -154,7 +154,7 @@ def test_bad_input_is_named(
 ) -> None:
     splits = _copy_splits(jamendo, tmp_path, edit) if edit else jamendo.splits
     argv = ["jamendo", "--audio", str(jamendo.audio), "--splits", str(splits),
-            "--out", str(tmp_path / "store"), "--workers", "0", *args]  # fmt: skip
+            "--out", str(tmp_path / "store"), "--workers", "1", *args]  # fmt: skip
     with pytest.raises(ConfigError) as error:
         prepare(argv)
     assert message in str(error.value)
@@ -181,7 +181,7 @@ def test_train_on_a_jamendo_store_reports_per_category_aucs(
 ) -> None:
     out = tmp_path / "store"
     prepare(["jamendo", "--audio", str(jamendo.audio), "--splits", str(jamendo.splits),
-             "--out", str(out), "--workers", "0"])  # fmt: skip
+             "--out", str(out), "--workers", "1"])  # fmt: skip
     done = run_cli(
         str(REPO_ROOT / "train.py"), "data=store", f"data.path={out}", "data.subclip_len=4096",
         "data.n_subclips=2", "data.random_windows=true", "data.train_subclips=1",

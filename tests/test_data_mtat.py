@@ -45,7 +45,7 @@ def raw(tmp_path_factory: pytest.TempPathFactory) -> RawMtat:
 
 
 def prepare_mtat(raw: RawMtat, out: Path, *args: str) -> ClipStore:
-    prepare(["mtat", "--root", str(raw.root), "--out", str(out), "--workers", "0", *args])
+    prepare(["mtat", "--root", str(raw.root), "--out", str(out), "--workers", "1", *args])
     return ClipStore(out)
 
 
@@ -161,7 +161,7 @@ def test_bad_input_is_named(
         root.mkdir()
         csv = pd.read_csv(raw.root / "annotations_final.csv", sep="\t")
         csv.to_csv(root / "annotations_final.csv", index=False)
-    argv = ["mtat", "--root", str(root), "--out", str(tmp_path / "store"), "--workers", "0"]
+    argv = ["mtat", "--root", str(root), "--out", str(tmp_path / "store"), "--workers", "1"]
     with pytest.raises(ConfigError) as error:
         prepare(argv + [arg.format(tmp=tmp_path) for arg in args])
     assert message.format(tmp=tmp_path) in str(error.value)
@@ -285,7 +285,7 @@ def test_prepare_mtat_lists_no_whole_clip_as_truncated(tmp_path: Path) -> None:
     raw = write_raw_mtat(tmp_path / "mtat", parts="0d", clips_per_part=1)
     mp3_with_slack(raw.root / raw.paths[1], 29.1, 0.15)  # a clip of part d, as MTAT has it
     out = tmp_path / "store"
-    prepare(["mtat", "--root", str(raw.root), "--out", str(out), "--workers", "0",
+    prepare(["mtat", "--root", str(raw.root), "--out", str(out), "--workers", "1",
              "--truncated", "skip"])  # fmt: skip
     store = ClipStore(out)
     assert store.meta["truncated"] == []
