@@ -32,6 +32,7 @@ from tagger.figures import (
 from tagger.metrics import TagScores, tag_scores
 from tagger.module import TaggingModule, load_trained
 from tagger.run_files import scores_summary, write_json, write_predictions, write_text
+from tagger.settings import check_settings
 from tagger.targets import check_built_node, module_names
 
 
@@ -88,6 +89,7 @@ def load_for_evaluation(
     data = OmegaConf.to_container(merged, resolve=True)
     check_built_node(data, "data", "data", f"checkpoint {ckpt_path} with the data overrides",
                      trusted_modules)  # fmt: skip
+    check_settings(OmegaConf.create({"data": data}))  # the stored values, as train.py's
     datamodule: ClipDataModule = instantiate(data)
     sizes = datamodule.split_sizes()
     if split == "auto":

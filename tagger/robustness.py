@@ -37,6 +37,7 @@ from tagger.figures import plot_robustness
 from tagger.metrics import TagScores, tag_scores
 from tagger.module import TaggingModule
 from tagger.run_files import OutputError, write_text
+from tagger.settings import Spec
 
 #: A perturbation of rows [B, 1, L] (float, int16 scale) at one strength; the generator
 #: (on the rows' device) is used by the families that draw random numbers.
@@ -45,22 +46,29 @@ Perturbation = Callable[[Tensor, float, torch.Generator], Tensor]
 
 @dataclass(frozen=True)
 class Family:
-    """One kind of perturbation: its title, its strength's unit and default strengths."""
+    """One kind of perturbation: its title, its strength's unit, default strengths, what
+    it does, and the strengths it takes (``limits``, checked by ``robustness`` and by
+    the command line's flags)."""
 
     title: str
     unit: str
     strengths: tuple[float, ...]
     apply: Perturbation
+    limits: Spec
 
 
 FAMILIES: dict[str, Family] = {
     "time_stretch": Family("time stretch", "rate", (0.8, 0.9, 1.1, 1.2),
-                           lambda x, rate, _: perturb.time_stretch(x, rate)),
+                           lambda x, rate, _: perturb.time_stretch(x, rate),
+                           Spec("float", 0.25, 4.0, unit=" (a rate; above 1 is faster)")),
     "pitch_shift": Family("pitch shift", "semitones", (-4.0, -2.0, 2.0, 4.0),
-                          lambda x, semitones, _: perturb.pitch_shift(x, semitones)),
-    "gain": Family("gain", "dB", (-12.0, -6.0, 6.0, 12.0), lambda x, db, _: perturb.gain(x, db)),
+                          lambda x, semitones, _: perturb.pitch_shift(x, semitones),
+                          Spec("float", -24.0, 24.0, unit=" (semitones)")),
+    "gain": Family("gain", "dB", (-12.0, -6.0, 6.0, 12.0), lambda x, db, _: perturb.gain(x, db),
+                   Spec("float", -100.0, 100.0, unit=" (dB)")),
     "noise": Family("white noise", "SNR dB", (30.0, 20.0, 10.0, 0.0),
-                    lambda x, snr, generator: perturb.add_noise(x, snr, generator)),
+                    lambda x, snr, generator: perturb.add_noise(x, snr, generator),
+                    Spec("float", -30.0, 100.0, unit=" (SNR dB)")),
 }  # fmt: skip
 
 
@@ -133,7 +141,8 @@ def robustness(
     ``strengths``: family name -> the strengths to run (default: every family of
     ``FAMILIES`` at its default strengths). ``data_overrides`` are merged into the
     checkpoint's data config (e.g. ``{"batch_size": 32}``). Raises ``ConfigError`` for an
-    unreadable checkpoint, a split the data lacks or an unknown family.
+    unreadable checkpoint, a split the data lacks, an unknown family or a strength outside
+    the family's ``limits``.
     ``trusted_modules``: modules of the user's own whose classes the checkpoint may name
     (``tagger.targets``).
     """
@@ -142,6 +151,9 @@ def robustness(
     unknown = sorted(set(strengths) - set(FAMILIES))
     if unknown:
         raise ConfigError(f"unknown perturbation families {unknown}; known: {sorted(FAMILIES)}")
+    for name, values in strengths.items():
+        for value in values:
+            FAMILIES[name].limits.check(f"{name} strength", value)
     model, _, datamodule, split = load_for_evaluation(
         ckpt_path, dict(data_overrides or {}), split, trusted_modules
     )

@@ -28,7 +28,7 @@ from tagger.errors import ConfigError, find_config_error
 from tagger.metrics import category_means
 from tagger.module import build_module
 from tagger.run_files import OutputError, write_json
-from tagger.settings import check_settings, lightning_max_epochs
+from tagger.settings import check_last_batch, check_settings, lightning_max_epochs
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +151,7 @@ def _train(cfg: DictConfig, stop: StopOnSignal) -> dict[str, Any]:
         logger=instantiate_all(cfg.get("logger")) or False,
         max_epochs=lightning_max_epochs(cfg.trainer.max_epochs),
     )
+    check_last_batch(model, datamodule, trainer.world_size)  # before a crash at epoch end
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     final = _floats(trainer.callback_metrics)
 

@@ -61,7 +61,7 @@ def test_bench_runs_the_three_ways_and_reuses_its_clips(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["--store", "/nonexistent/store"], "data.path=/nonexistent/store is not a clip store"),
-        (["--clips", "5"], "argument --clips: must be at least 20, not 5"),
+        (["--clips", "5"], "argument --clips: must be a whole number from 20 to 10000000"),
         (["model=nope"], "unknown model 'nope'"),
         (["data.nokey=3"], "bad override: Could not override 'data.nokey'"),
     ],

@@ -174,8 +174,8 @@ def test_same_named_files_do_not_overwrite_and_the_default_hop_is_a_window(
     ("args", "message"),
     [
         (["--hop", "0.1"], "--hop sets the taggram's windows: give --taggram DIR too"),
-        (["--taggram", "t", "--hop", "-1"], "--hop must be a positive number of seconds"),
-        (["--taggram", "t", "--hop", "inf"], "--hop must be a positive number of seconds"),
+        (["--taggram", "t", "--hop", "-1"], "--hop: must be a positive number of seconds"),
+        (["--taggram", "t", "--hop", "inf"], "--hop: must be a positive number of seconds"),
     ],
 )
 def test_a_hop_without_taggram_or_not_a_positive_number_is_refused(

@@ -22,7 +22,6 @@ import logging
 import shutil
 import statistics
 import tempfile
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -38,40 +37,43 @@ from tagger.bench import (
     median_throughputs,
     write_clips,
 )
+from tagger.cli.args import number
 from tagger.cli.hydra_setup import compose_run_config, exit_on_config_error
 from tagger.data.store import META_FILE, ClipStore
 from tagger.run_files import write_json
+from tagger.settings import Spec, check_settings
 
 
 def bench_config(store: Path, run_dir: Path, overrides: list[str]) -> DictConfig:
-    """The ``train.py`` config for training on ``store``, as Hydra composes it."""
-    return compose_run_config("train", run_dir, ["data=store", f"data.path={store}", *overrides])
+    """The ``train.py`` config for training on ``store``, as Hydra composes it, its
+    settings checked (``check_settings``)."""
+    cfg = compose_run_config("train", run_dir, ["data=store", f"data.path={store}", *overrides])
+    check_settings(cfg)
+    return cfg
 
 
-def _at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer no smaller than ``minimum``."""
-
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
-        return value
-
-    return parse
+#: What the flags take: clips to write (at least the val split and 10 more), batches, rounds.
+CLIPS = Spec("int", VAL_CLIPS + 10, 10_000_000, unit=" (clips)")
+STEPS = Spec("int", 1, 1_000_000, unit=" (batches)")
+WARMUP = Spec("int", 0, 1_000_000, unit=" (batches)")
+ROUNDS = Spec("int", 1, 10_000, unit=" (rounds)")
+STRIDE = Spec("int", 1, 10_000_000, unit=" (samples)")
 
 
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="tagger bench", description=__doc__.split("\n\n")[0])
     main.add_argument("--model", default="baseline", help="a conf/model name")
-    main.add_argument("--stride", type=int, default=256, help="first-layer stride = length")
+    main.add_argument("--stride", type=number(STRIDE), default=256,
+                      help="first-layer stride = length")  # fmt: skip
     main.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    main.add_argument("--clips", type=_at_least(VAL_CLIPS + 10), default=2000,
+    main.add_argument("--clips", type=number(CLIPS), default=2000,
                       help="clips to generate (the last 10 are the val split)")  # fmt: skip
     main.add_argument("--store", type=Path, help="an existing store instead of generated clips")
-    main.add_argument("--steps", type=_at_least(1), default=100,
+    main.add_argument("--steps", type=number(STEPS), default=100,
                       help="timed batches per way and round")  # fmt: skip
-    main.add_argument("--warmup", type=_at_least(0), default=10, help="untimed batches first")
-    main.add_argument("--rounds", type=_at_least(1), default=5,
+    main.add_argument("--warmup", type=number(WARMUP),
+                      default=10, help="untimed batches first")  # fmt: skip
+    main.add_argument("--rounds", type=number(ROUNDS), default=5,
                       help="rounds of (a), (b), (c) in turn")  # fmt: skip
     main.add_argument(
         "--dir", type=Path, help="keep the clips here, for the next run (default: a temp dir)"

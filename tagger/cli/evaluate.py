@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from tagger.cli.hydra_setup import exit_on_config_error, register_resolvers, run_hydra_entry
 from tagger.config import CONFIG_DIR
 from tagger.evaluate import evaluate
+from tagger.settings import check_settings
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,7 @@ def hydra_main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the macro ROC-AUC on the evaluated split; a bad
     checkpoint, split or config exits with one line."""
     try:
+        check_settings(cfg)
         summary = evaluate(cfg)
     except Exception as error:
         exit_on_config_error(error)

@@ -21,16 +21,20 @@ from omegaconf import DictConfig
 from tagger.cli.hydra_setup import register_resolvers
 from tagger.config import CONFIG_DIR
 from tagger.errors import ConfigError
+from tagger.settings import check_settings
 from tagger.zoo import ModelRow, describe, model_names
 
 
 def compose_model(name: str, overrides: Sequence[str] = ()) -> DictConfig:
-    """The train config with ``model=name`` and ``overrides``, composed as train.py does."""
+    """The train config with ``model=name`` and ``overrides``, composed and checked
+    (``check_settings``) as train.py does."""
     if name not in model_names():
         raise ConfigError(f"no model config {name!r}; the models are {', '.join(model_names())}")
     register_resolvers()
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        return compose("train", overrides=[f"model={name}", *overrides])
+        cfg = compose("train", overrides=[f"model={name}", *overrides])
+    check_settings(cfg)
+    return cfg
 
 
 def zoo_rows(names: Sequence[str] = (), overrides: Sequence[str] = ()) -> list[ModelRow]:

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tagger.cli.args import SECONDS, TOP_K, number
 from tagger.cli.trust import add_trust_option, trusted
 from tagger.data.audio import AudioError
 from tagger.errors import ConfigError
@@ -110,24 +111,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "inputs", nargs="+", type=Path, metavar="FILE_OR_DIR",
         help=f"audio files, or folders searched recursively for {', '.join(AUDIO_SUFFIXES)}",
     )  # fmt: skip
-    parser.add_argument("--top-k", type=int, default=10, help="tags shown per file (default 10)")
+    parser.add_argument(
+        "--top-k", type=number(TOP_K), default=10, help="tags shown per file (default 10)"
+    )
     parser.add_argument("--format", choices=("table", "json", "csv"), default="table",
                         help="table: top tags; json and csv: every tag's probability")  # fmt: skip
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--taggram", type=Path, metavar="DIR",
                         help="also write each file's window-by-window tag probabilities here: "
                         "<file name>.taggram.csv and .taggram.png")  # fmt: skip
-    parser.add_argument("--hop", type=float, metavar="SECONDS",
+    parser.add_argument("--hop", type=number(SECONDS), metavar="SECONDS",
                         help="taggram windows start this far apart; shorter than a window, "
                         "they overlap (default: the window length)")  # fmt: skip
     add_trust_option(parser)
     args = parser.parse_args(argv)
-    if args.top_k < 1:
-        parser.error(f"--top-k must be at least 1, not {args.top_k}")
     if args.hop is not None and args.taggram is None:
         parser.error("--hop sets the taggram's windows: give --taggram DIR too")
-    if args.hop is not None and not 0 < args.hop < float("inf"):
-        parser.error(f"--hop must be a positive number of seconds, not {args.hop}")
     if args.taggram is not None and args.taggram.exists() and not args.taggram.is_dir():
         parser.error(f"--taggram {args.taggram} is a file; give a folder (made if missing)")
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -26,22 +26,23 @@ import json
 import sys
 from pathlib import Path
 
+from tagger.cli.args import (
+    FRACTION,
+    JAMENDO_SPLIT,
+    SAMPLE_RATE,
+    SECONDS,
+    SECONDS_OR_ZERO,
+    SEED,
+    WORKERS,
+    number,
+    seconds_or_none,
+)
 from tagger.data.build import Terminated, available_cores, build_store
 from tagger.data.folder import folder_plan
 from tagger.data.jamendo import SUBSETS, jamendo_plan
 from tagger.data.mtat import mtat_plan
 from tagger.data.store import META_FILE, TRUNCATED_POLICIES, StorePlan
 from tagger.errors import ConfigError
-
-
-def seconds_or_none(value: str) -> float | None:
-    """``--clip-seconds``: a number of seconds, or ``none`` (keep each file whole)."""
-    if value.lower() == "none":
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is neither seconds nor none") from None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -54,10 +55,12 @@ def parser() -> argparse.ArgumentParser:
         if root:
             sub.add_argument("--root", type=Path, required=True, help="the dataset's directory")
         sub.add_argument("--out", type=Path, required=True, help="the store directory to write")
-        sub.add_argument("--sample-rate", type=int, default=sample_rate, help="Hz to store at")
+        sub.add_argument(
+            "--sample-rate", type=number(SAMPLE_RATE), default=sample_rate, help="Hz to store at"
+        )
         sub.add_argument(
             "--workers",
-            type=int,
+            type=number(WORKERS),
             default=available_cores(),
             help="decoding processes (default: every available core)",
         )
@@ -86,28 +89,32 @@ def parser() -> argparse.ArgumentParser:
     folder.add_argument("--labels", type=Path, required=True, help="CSV of path,tags[,split]")
     folder.add_argument(
         "--clip-seconds",
-        type=seconds_or_none,
+        type=seconds_or_none(SECONDS),
         default=29.125,
         help="clip length, s (cropped or zero-padded); none keeps each file whole, at its own "
         "length (a version 2 store)",
     )
     folder.add_argument(
         "--max-seconds",
-        type=float,
+        type=number(SECONDS),
         default=None,
         help="with --clip-seconds none: keep the middle S seconds of longer files",
     )
     folder.add_argument(
         "--min-seconds",
-        type=float,
+        type=number(SECONDS_OR_ZERO),
         default=None,
         help="with --clip-seconds none: zero-pad shorter files to S seconds (listed in "
         "meta.json); default: none, every file keeps its real length (training pads a file "
         "shorter than a window up to one window)",
     )
-    folder.add_argument("--val-fraction", type=float, default=0.1, help="without a split column")
-    folder.add_argument("--test-fraction", type=float, default=0.1, help="without a split column")
-    folder.add_argument("--seed", type=int, default=0, help="seed of the split")
+    folder.add_argument(
+        "--val-fraction", type=number(FRACTION), default=0.1, help="without a split column"
+    )
+    folder.add_argument(
+        "--test-fraction", type=number(FRACTION), default=0.1, help="without a split column"
+    )
+    folder.add_argument("--seed", type=number(SEED), default=0, help="seed of the split")
 
     jamendo = sources.add_parser("jamendo", help="MTG-Jamendo (mp3 tracks + split files)")
     common(jamendo, 16000, root=False)
@@ -115,16 +122,19 @@ def parser() -> argparse.ArgumentParser:
     jamendo.add_argument(
         "--splits", type=Path, required=True, help="the folder of split-0 ... split-4"
     )
+    jamendo.add_argument("--subset", default="top50tags", help=f"tag subset: {', '.join(SUBSETS)}")
     jamendo.add_argument(
-        "--subset", default="top50tags", help=f"tag subset: {', '.join(SUBSETS)}"
+        "--split-index", type=number(JAMENDO_SPLIT), default=0, help="split-N to use, 0-4"
     )
-    jamendo.add_argument("--split-index", type=int, default=0, help="split-N to use, 0-4")
     jamendo.add_argument(
-        "--max-seconds", type=float, default=None, help="keep the middle S s of longer tracks"
+        "--max-seconds",
+        type=number(SECONDS),
+        default=None,
+        help="keep the middle S s of longer tracks",
     )
     jamendo.add_argument(
         "--min-seconds",
-        type=float,
+        type=number(SECONDS_OR_ZERO),
         default=None,
         help="zero-pad shorter tracks to S s (listed); default: none, real lengths kept",
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from tagger.cli.args import BATCH, SEED, number
 from tagger.cli.trust import add_trust_option, trusted
 from tagger.errors import ConfigError
 from tagger.robustness import FAMILIES, robustness, write_robustness
@@ -45,17 +46,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         title, unit, defaults = (FAMILIES[family].title, FAMILIES[family].unit,
                                  FAMILIES[family].strengths)  # fmt: skip
         parser.add_argument(
-            f"--{option}", nargs="+", type=float, default=list(defaults), metavar="X",
+            f"--{option}", nargs="+", type=number(FAMILIES[family].limits),
+            default=list(defaults), metavar="X",
             help=f"{title} strengths, {unit} (default {' '.join(f'{s:g}' for s in defaults)})",
         )  # fmt: skip
-    parser.add_argument("--batch-size", type=int, help="clips per batch (default: the run's)")
-    parser.add_argument("--seed", type=int, default=0, help="the noise generator's seed")
+    parser.add_argument("--batch-size", type=number(BATCH),
+                        help="clips per batch (default: the run's)")  # fmt: skip
+    parser.add_argument("--seed", type=number(SEED), default=0,
+                        help="the noise generator's seed")  # fmt: skip
     add_trust_option(parser)
     args = parser.parse_args(argv)
-    if any(rate <= 0 for rate in args.rates):
-        parser.error(f"--rates must be positive, not {' '.join(f'{r:g}' for r in args.rates)}")
-    if args.batch_size is not None and args.batch_size < 1:
-        parser.error(f"--batch-size must be at least 1, not {args.batch_size}")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA GPU is available here (leave --device at cpu)")
     return args
