@@ -37,6 +37,7 @@ from hypothesis import strategies as st
 from tagger import figures
 from tagger.checkpoint_io import AtomicCheckpointIO, read_checkpoint
 from tagger.cli import main as cli_main
+from tagger.cli.hydra_setup import exit_on_os_error
 from tagger.predict import Prediction, Taggram, write_taggram
 from tagger.report import write_report
 from tagger.robustness import Robustness, write_robustness
@@ -445,3 +446,27 @@ def test_a_command_writing_where_it_cannot_says_so_in_one_line(
     if place != "/sys":
         assert f"{tmp_path / 'file'} is a file where a folder should be" in err
     assert not temporaries(tmp_path)
+
+
+# --- the command line's handler --------------------------------------------------------------
+
+
+def test_the_handler_finds_the_os_error_a_library_wrapped(capsys: pytest.CaptureFixture) -> None:
+    """``logging.config`` and Hydra's ``instantiate`` wrap an ``OSError`` in their own
+    errors; the line still names the file. An error with no ``OSError`` behind it, or one
+    raised ``from None``, is left alone."""
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/runs/r/train.log")
+    wrapped = ValueError("Unable to configure handler 'file'")
+    wrapped.__cause__ = full
+    with pytest.raises(SystemExit) as stop:
+        exit_on_os_error(wrapped, "paths.log_dir=DIR")
+    assert stop.value.code == 1
+    assert capsys.readouterr().err == (
+        "tagger: error: /runs/r/train.log: no space left on the device; free space on that "
+        "file system or write elsewhere (paths.log_dir=DIR)\n"
+    )
+    unrelated = KeyError("x")
+    unrelated.__context__, unrelated.__suppress_context__ = full, True
+    for error in (ValueError("no file behind it"), unrelated):
+        exit_on_os_error(error)  # returns: not a file-system failure
+    assert capsys.readouterr().err == ""

@@ -43,11 +43,12 @@ def exit_on_config_error(error: Exception) -> None:
 
 
 def find_os_error(error: BaseException | None) -> OSError | None:
-    """The ``OSError`` behind ``error``, if any (Hydra and logging wrap exceptions)."""
+    """The ``OSError`` behind ``error``, if any (Hydra and logging wrap exceptions), along
+    the chain a traceback would show."""
     while error is not None:
         if isinstance(error, OSError):
             return error
-        error = error.__cause__ or error.__context__
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
     return None
 
 
