@@ -60,11 +60,12 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 from lightning import Callback, LightningModule, Trainer
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from tagger import perturb
 from tagger.errors import ConfigError
+from tagger.settings import check_settings
 
 FILTER_KINDS = ("lowpass", "highpass", "bandpass")
 PITCH_METHODS = ("speed", "vocoder")
@@ -86,22 +87,21 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def _range(name: str, value: Any, positive: bool = False) -> tuple[float, float]:
-    """A [low, high] setting as two floats, refused in one line unless low <= high."""
+def _range(name: str, value: Any) -> tuple[float, float]:
+    """A [low, high] setting (each number checked by ``tagger.settings``) as two floats,
+    refused in one line unless it is two numbers with low <= high."""
     try:
         low, high = (float(v) for v in value)
     except (TypeError, ValueError):
         raise ConfigError(f"augment.{name} must be a range [low, high], not {value!r}") from None
-    if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+    if not low <= high:
         raise ConfigError(f"augment.{name} must be finite with low <= high, not {value!r}")
-    if positive and low <= 0:
-        raise ConfigError(f"augment.{name} must be above 0 Hz, not {value!r}")
     return low, high
 
 
 def _settings(name: str, given: Mapping[str, Any] | None) -> dict[str, Any]:
-    """One transform's settings: ``DEFAULTS[name]`` updated by ``given``, unknown keys and a
-    probability outside [0, 1] refused."""
+    """One transform's settings: ``DEFAULTS[name]`` updated by ``given``, unknown keys
+    refused (the values are checked by ``tagger.settings``)."""
     settings = dict(DEFAULTS[name])
     unknown = sorted(set(given or {}) - set(settings))
     if unknown:
@@ -109,8 +109,6 @@ def _settings(name: str, given: Mapping[str, Any] | None) -> dict[str, Any]:
             f"augment.{name} has no setting {', '.join(unknown)}; it has {', '.join(settings)}"
         )
     settings.update(given or {})
-    if not 0.0 <= float(settings["p"]) <= 1.0:
-        raise ConfigError(f"augment.{name}.p must be between 0 and 1, not {settings['p']}")
     return settings
 
 
@@ -169,16 +167,17 @@ class Augment(Callback):
         self.filter = _settings("filter", filter)
         self.pitch = _settings("pitch", pitch)
         self.noise = _settings("noise", noise)
-        if float(self.mixup["alpha"]) <= 0:
-            raise ConfigError(f"augment.mixup.alpha must be above 0, not {self.mixup['alpha']}")
+        transforms = {"gain": self.gain, "polarity": self.polarity, "mixup": self.mixup,
+                      "filter": self.filter, "pitch": self.pitch, "noise": self.noise}  # fmt: skip
+        check_settings(OmegaConf.create(transforms), prefix="augment.")  # each value's range
         self.kinds = [str(kind) for kind in self.filter["kinds"]]
         if not self.kinds or not set(self.kinds) <= set(FILTER_KINDS):
             raise ConfigError(
                 f"augment.filter.kinds must be some of {', '.join(FILTER_KINDS)}, "
                 f"not {self.kinds}"
             )
-        self.lowpass_hz = _range("filter.lowpass_hz", self.filter["lowpass_hz"], positive=True)
-        self.highpass_hz = _range("filter.highpass_hz", self.filter["highpass_hz"], positive=True)
+        self.lowpass_hz = _range("filter.lowpass_hz", self.filter["lowpass_hz"])
+        self.highpass_hz = _range("filter.highpass_hz", self.filter["highpass_hz"])
         nyquist = self.sample_rate / 2
         if self.filter["p"] and max(self.lowpass_hz[1], self.highpass_hz[1]) >= nyquist:
             raise ConfigError(
@@ -187,7 +186,7 @@ class Augment(Callback):
                 "augment.filter.highpass_hz, or set augment.filter.p=0"
             )
         self.semitones = np.asarray([float(s) for s in self.pitch["semitones"]])
-        if self.semitones.size == 0 or not np.isfinite(self.semitones).all():
+        if self.semitones.size == 0:
             raise ConfigError(
                 f"augment.pitch.semitones must be a non-empty list of numbers, "
                 f"not {self.pitch['semitones']}"

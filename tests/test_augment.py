@@ -154,11 +154,14 @@ def test_mixup_mixes_audio_and_labels_with_the_same_weight() -> None:
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("augment.gain.p=1.5", "augment.gain.p must be between 0 and 1"),
+        ("augment.gain.p=1.5", "augment.gain.p must be a number from 0 to 1 (a probability)"),
+        ("augment.noise.p=nan", "augment.noise.p must be a number from 0 to 1 (a probability)"),
+        ("augment.pitch.semitones=[1,100]", "augment.pitch.semitones.1 must be a number from -12"),
+        ("augment.gain.db=[-6,abc]", "augment.gain.db.1 must be a number (dB), not 'abc'"),
         ("augment.noise.snr_db=[40,10]", "augment.noise.snr_db must be finite with low <= high"),
         ("augment.filter.lowpass_hz=[2000,7000]", "cutoffs must stay below 6000 Hz"),
         ("augment.filter.kinds=[notch]", "augment.filter.kinds must be some of"),
-        ("augment.mixup.alpha=0", "augment.mixup.alpha must be above 0"),
+        ("augment.mixup.alpha=0", "augment.mixup.alpha must be a positive number, not 0"),
         ("augment.pitch.semitones=[]", "augment.pitch.semitones must be a non-empty list"),
         ("augment.pitch.method=tape", "augment.pitch.method must be one of speed, vocoder"),
         ("+augment.gain.typo=1", "augment.gain has no setting typo"),
