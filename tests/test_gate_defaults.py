@@ -301,3 +301,48 @@ def test_check_names_the_files_prepare_skipped(
     out = capsys.readouterr().out
     assert stopped.value.code == 0, out
     assert "left out train001.wav: skipped when prepared: no audio: it decodes to 0 samples" in out
+
+
+#: Files a prepare cannot use, each written as bytes: what it holds.
+UNUSABLE = {
+    "empty": b"",
+    "text": b"not audio at all\n" * 8,
+}
+
+
+@settings(
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(kinds=st.lists(st.sampled_from(["good", "short", "none", "empty", "text", "missing"]),
+                      min_size=1, max_size=6))  # fmt: skip
+def test_prepare_keeps_or_names_every_file(
+    tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture, kinds: list[str]
+) -> None:
+    root = tmp_path_factory.mktemp("prepare") / "audio"
+    write_recordings(root, {"train": 1}, seconds=0.5)  # one usable file at least
+    rows = (root / "labels.csv").read_text().splitlines()
+    rng = np.random.default_rng(len(kinds))
+    for i, kind in enumerate(kinds):
+        name = f"f{i}.wav"
+        if kind == "good":
+            soundfile.write(root / name, recording(rng, {"low"}, 3000), RATE)
+        elif kind == "short":
+            soundfile.write(root / name, np.full(5, 0.3), RATE)
+        elif kind == "none":
+            soundfile.write(root / name, np.full(2, 0.3), 48000)  # no sample at 8 kHz
+        elif kind in UNUSABLE:
+            (root / name).write_bytes(UNUSABLE[kind])
+        rows.append(f"{name},low,train")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    capsys.readouterr()
+    store = prepare_folder(root, root.parent / "store", "none")
+    out = capsys.readouterr().out
+    kept = set(store.source_paths)
+    for i, kind in enumerate(kinds):
+        name = f"f{i}.wav"
+        usable = kind in ("good", "short")
+        assert (name in kept) == usable, (name, kind)
+        assert (f"skipped {name}: " in out) == (not usable), (name, kind, out)
+    lengths = dict(zip(store.source_paths, store.audio.lengths.tolist(), strict=True))
+    assert all(lengths[f"f{i}.wav"] == {"good": 3000, "short": 5}[kind]
+               for i, kind in enumerate(kinds) if kind in ("good", "short"))  # fmt: skip
