@@ -291,3 +291,31 @@ def test_prepare_mtat_lists_no_whole_clip_as_truncated(tmp_path: Path) -> None:
     assert store.meta["truncated"] == []
     assert raw.paths[1] in store.source_paths
     assert raw.paths[1] not in [skip["path"] for skip in store.meta["skipped"]]
+
+
+@pytest.mark.parametrize("bad", ["annotations", "tags", "pons", "clean"])
+def test_a_file_that_is_not_utf8_is_named_in_one_line(
+    raw: RawMtat, tmp_path: Path, bad: str
+) -> None:
+    latin1 = "guitar\ncaf\xe9\n".encode("latin-1")
+    root, args = raw.root, []
+    if bad == "annotations":
+        root = tmp_path / "copy"
+        root.mkdir()
+        (root / "annotations_final.csv").write_bytes(latin1)
+        target = root / "annotations_final.csv"
+    elif bad == "tags":
+        target = tmp_path / "tags.txt"
+        args = ["--tags", str(target)]
+    else:
+        name = {"pons": "train_gt_mtt.tsv", "clean": "train.txt"}[bad]
+        for other in ("val_gt_mtt.tsv", "test_gt_mtt.tsv", "valid.txt", "test.txt"):
+            (tmp_path / other).write_text("")
+        target = tmp_path / name
+        args = ["--split", f"{bad}:{tmp_path}"]
+    target.write_bytes(latin1)
+    argv = ["mtat", "--root", str(root), "--out", str(tmp_path / "store"), "--workers", "1"]
+    with pytest.raises(ConfigError) as error:
+        prepare(argv + args)
+    (line,) = str(error.value).splitlines()
+    assert str(target) in line and "not a UTF-8" in line

@@ -141,8 +141,12 @@ PONS_FILES = {"train": "train_gt_mtt.tsv", "val": "val_gt_mtt.tsv", "test": "tes
 
 def _read_gt_file(path: Path) -> list[str]:
     """The clip ids of a Pons ``*_gt_mtt.tsv`` file (``<clip_id>\\t[<floats>]`` lines)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({error})") from None
     ids = []
-    for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line, text in enumerate(lines, start=1):
         if not text.strip():
             continue
         clip_id, tab, vector = text.partition("\t")

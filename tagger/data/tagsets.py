@@ -146,8 +146,12 @@ def read_tagset_file(path: Path) -> TagSet:
     """A tag set from a text file (format in the module docstring)."""
     if not path.is_file():
         raise ConfigError(f"--tags {path}: no such file (expected top50, merged50 or a file)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"--tags {path}: not a UTF-8 text file ({error})") from None
     groups = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             groups.append(tuple(name.strip() for name in line.split("/")))
