@@ -202,6 +202,11 @@ def run(args: argparse.Namespace) -> Path:
             f"zero-padded {padded['count']} track(s) shorter than {meta['min_samples']} samples "
             "to that length (listed under padded in meta.json)"
         )
+    lengths, rate = meta.get("track_samples"), meta["sample_rate"]
+    if lengths and meta["clips"]:
+        real = ", each at its real length" if not padded["count"] else ""
+        print(f"stored tracks of {lengths['min'] / rate:.2f} to {lengths['max'] / rate:.2f} s "
+              f"(mean {lengths['mean'] / rate:.2f} s){real}")  # fmt: skip
     return out
 
 
