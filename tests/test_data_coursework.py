@@ -146,6 +146,19 @@ def test_bad_pickles_are_named(coursework: Coursework, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"4 sample file\(s\) .* do not exist, e.g. .*test/d/"):
         CourseworkDataModule(str(root), **LOADER).setup()
 
+    root = _copy(coursework, tmp_path / "empty")
+    coursework.val.iloc[:0].to_pickle(root / "annotations" / "val_labels.pkl", protocol=4)
+    with pytest.raises(ConfigError, match=r"val_labels.pkl: the DataFrame has no rows; expected"):
+        CourseworkDataModule(str(root), **LOADER).setup()
+
+    root = _copy(coursework, tmp_path / "not-a-path")
+    numbered = coursework.train.copy()
+    numbered["file_path"] = numbered["file_path"].astype(object)
+    numbered.at[numbered.index[2], "file_path"] = float("nan")
+    numbered.to_pickle(root / "annotations" / "train_labels.pkl", protocol=4)
+    with pytest.raises(ConfigError, match=r"train_labels.pkl row 2: file_path is nan, not a path"):
+        CourseworkDataModule(str(root), **LOADER).setup()
+
 
 def _truncated(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-1000])

@@ -157,7 +157,8 @@ def check_npy_headers(paths: list[Path], clip_ids: list[str]) -> None:
 
 
 def read_labels_pickle(path: Path) -> pd.DataFrame:
-    """A coursework labels pickle, checked: its columns and 50 labels per row.
+    """A coursework labels pickle, checked: its columns, at least one row, and per row a
+    ``file_path`` string and 50 labels.
 
     It is unpickled through ``tagger.safe_pickle``'s allowlist (pickles of older pandas
     versions load too): a pickle that names anything but a DataFrame's parts is refused
@@ -179,7 +180,13 @@ def read_labels_pickle(path: Path) -> pd.DataFrame:
         raise ConfigError(
             f"{path}: expected a pandas DataFrame with columns {', '.join(COLUMNS)}; found {found}"
         )
+    if frame.empty:
+        raise ConfigError(f"{path}: the DataFrame has no rows; expected one row per clip")
     for row, (file_path, label) in enumerate(zip(frame["file_path"], frame["label"], strict=True)):
+        if not isinstance(file_path, str):
+            raise ConfigError(
+                f"{path} row {row}: file_path is {file_path!r}, not a path relative to samples/"
+            )
         if np.shape(label) != (len(MERGED50),):
             raise ConfigError(
                 f"{path} row {row} ({file_path}): label has shape {np.shape(label)}; expected "
