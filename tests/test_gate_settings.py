@@ -306,6 +306,7 @@ def test_generated_good_flag_values_are_taken(command, flag, spec, data) -> None
         ["robustness", "c.ckpt", "--gains", "3", "nan"],
         ["robustness", "c.ckpt", "--semitones", "100"],
         ["models", "baseline", "data.sample_rate=nan"],
+        ["models", "baseline", "data.nokey=3"],
         ["check", "data.num_workers=-1"],
         ["bench", "--warmup", "-1"],
     ],

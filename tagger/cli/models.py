@@ -16,9 +16,11 @@ import sys
 from collections.abc import Sequence
 
 from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
-from tagger.cli.hydra_setup import register_resolvers
+from tagger.cli.hydra_setup import check_group_choices, register_resolvers
 from tagger.config import CONFIG_DIR
 from tagger.errors import ConfigError
 from tagger.settings import check_settings
@@ -30,9 +32,13 @@ def compose_model(name: str, overrides: Sequence[str] = ()) -> DictConfig:
     (``check_settings``) as train.py does."""
     if name not in model_names():
         raise ConfigError(f"no model config {name!r}; the models are {', '.join(model_names())}")
+    check_group_choices(list(overrides))
     register_resolvers()
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[f"model={name}", *overrides])
+    try:
+        with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+            cfg = compose("train", overrides=[f"model={name}", *overrides])
+    except (HydraException, OmegaConfBaseException) as error:
+        raise ConfigError(f"bad override: {str(error).splitlines()[0]}") from None
     check_settings(cfg)
     return cfg
 
