@@ -137,12 +137,18 @@ def _copy_splits(jamendo: Jamendo, tmp_path: Path, edit: str) -> Path:
     return tmp_path / "splits"
 
 
+def test_a_split_index_out_of_range_is_named(jamendo: Jamendo) -> None:
+    """The flag is checked by ``tagger prepare``'s schema; the plan checks it for callers
+    of ``jamendo_plan`` too."""
+    with pytest.raises(ConfigError, match=r"--split-index 5: expected 0, 1, 2, 3 or 4"):
+        jamendo_plan(jamendo.audio, jamendo.splits, 16000, split_index=5)
+
+
 @pytest.mark.parametrize(
     ("edit", "args", "message"),
     [
         ("", ["--subset", "moods"], "--subset 'moods': expected one of top50tags, genre, "),
         ("", ["--subset", "instrument"], "autotagging_instrument-train.tsv: no such split file"),
-        ("", ["--split-index", "5"], "--split-index 5: expected 0, 1, 2, 3 or 4"),
         ("", ["--split-index", "2"], "split-2/autotagging_top50tags-train.tsv: no such split"),
         ("header", [], "validation.tsv: expected the tab-separated header TRACK_ID ARTIST_ID"),
         ("no tag", [], "validation.tsv line 3: track track_"),
