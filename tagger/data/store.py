@@ -695,7 +695,12 @@ class ClipStore:
         lengths less the zero padding ``meta.json`` lists under ``padded`` (in store order),
         so that no window is placed in padding. A track of no samples is refused, naming it."""
         lengths = stored.copy()
-        padded = (self.meta.get("padded") or {}).get("tracks") or []
+        listed = self.meta.get("padded") or {}
+        padded = listed.get("tracks") if isinstance(listed, dict) else None
+        if not isinstance(listed, dict) or not isinstance(padded, list | None):
+            raise ConfigError(f"{self.path / META_FILE}: padded is not {{count, tracks: [...]}}; "
+                              "the store is damaged, prepare it again")  # fmt: skip
+        padded = padded or []
         position = 0
         for row, (clip_id, path) in enumerate(zip(self.clip_ids, self.source_paths, strict=True)):
             if position == len(padded):
