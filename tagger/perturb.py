@@ -33,11 +33,22 @@ from torch import Tensor
 Scalar = float | Tensor
 
 
-def _as_factor(value: Scalar, x: Tensor) -> Tensor | float:
-    """A float stays a float; a tensor moves to x's device in float32 (broadcast on [..., 1])."""
+def _finite(name: str, value: float) -> float:
+    """``value`` as a float; ``ValueError`` naming ``name`` when it is NaN or infinite (a NaN
+    strength would make NaN audio, scored as if it were sound)."""
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    return value
+
+
+def _as_factor(value: Scalar, x: Tensor, name: str | None = None) -> Tensor | float:
+    """A float stays a float (refused when NaN or infinite, given the setting's ``name``;
+    a filter's open side is infinite); a tensor moves to x's device in float32 (broadcast
+    on [..., 1])."""
     if isinstance(value, Tensor):
         return value.to(device=x.device, dtype=torch.float32)
-    return float(value)
+    return float(value) if name is None else _finite(name, value)
 
 
 def gain(x: Tensor, db: Scalar) -> Tensor:
@@ -45,7 +56,7 @@ def gain(x: Tensor, db: Scalar) -> Tensor:
 
     ``db`` is a float or a tensor broadcastable to ``x[..., :1]`` (one gain per row).
     """
-    factor = 10.0 ** (_as_factor(db, x) / 20.0)
+    factor = 10.0 ** (_as_factor(db, x, "gain: db") / 20.0)
     return (x.float() * factor).to(x.dtype)
 
 
@@ -54,7 +65,7 @@ def noise(x: Tensor, snr_db: Scalar, generator: torch.Generator | None = None) -
     dB below each row's mean power (zero for a silent row)."""
     xf = x.float()
     rms = torch.linalg.vector_norm(xf, dim=-1, keepdim=True) / math.sqrt(x.shape[-1])
-    scale = rms / 10.0 ** (_as_factor(snr_db, x) / 20.0)
+    scale = rms / 10.0 ** (_as_factor(snr_db, x, "noise: snr_db") / 20.0)
     white = torch.randn(xf.shape, generator=generator, device=x.device, dtype=torch.float32)
     return white.mul_(scale)
 
@@ -125,7 +136,7 @@ def time_stretch(x: Tensor, rate: float, n_fft: int = 1024) -> Tensor:
     the phase vocoder follows librosa's and torchaudio's ``phase_vocoder``, with identity
     phase locking added (:func:`_lock_phases`).
     """
-    rate = float(rate)
+    rate = _finite("time_stretch: rate", rate)
     if rate <= 0:
         raise ValueError(f"time_stretch: rate must be > 0, got {rate}")
     if rate == 1.0:
@@ -160,10 +171,11 @@ def pitch_shift(x: Tensor, semitones: float, n_fft: int = 1024) -> Tensor:
     Time-stretch by 2 ** (semitones / 12) (longer for a higher pitch), then resample back
     to T samples, which raises every frequency by that factor.
     """
-    if float(semitones) == 0.0:
+    semitones = _finite("pitch_shift: semitones", semitones)
+    if semitones == 0.0:
         return x
     n = x.shape[-1]
-    return resample(time_stretch(x, 2.0 ** (-float(semitones) / 12.0), n_fft), n)
+    return resample(time_stretch(x, 2.0 ** (-semitones / 12.0), n_fft), n)
 
 
 def _reflected(x: Tensor, length: int) -> Tensor:
@@ -187,7 +199,7 @@ def speed(x: Tensor, factor: float) -> Tensor:
     Far cheaper than :func:`pitch_shift` (one interpolation pass), without its
     anti-aliasing: meant for shifts of a few semitones.
     """
-    factor = float(factor)
+    factor = _finite("speed: factor", factor)
     if factor <= 0:
         raise ValueError(f"speed: factor must be > 0, got {factor}")
     n = x.shape[-1]

@@ -182,6 +182,20 @@ def test_bad_arguments_refused():
         perturb.pitch_shift(torch.randn(2, 10), 1.0)
 
 
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_non_finite_strengths_are_refused_not_turned_into_nan_audio(value: float) -> None:
+    x = torch.randn(2, 1, 256)
+    for name, apply in [
+        ("gain: db", lambda: perturb.gain(x, value)),
+        ("noise: snr_db", lambda: perturb.add_noise(x, value)),
+        ("time_stretch: rate", lambda: perturb.time_stretch(x, value)),
+        ("pitch_shift: semitones", lambda: perturb.pitch_shift(x, value)),
+        ("speed: factor", lambda: perturb.speed(x, value)),
+    ]:
+        with pytest.raises(ValueError, match=f"^{name} must be a finite number"):
+            apply()
+
+
 def test_fast_length_is_the_next_5_smooth_size():
     def smooth(m: int) -> bool:
         for p in (2, 3, 5):
