@@ -346,3 +346,16 @@ def test_prepare_keeps_or_names_every_file(
     lengths = dict(zip(store.source_paths, store.audio.lengths.tolist(), strict=True))
     assert all(lengths[f"f{i}.wav"] == {"good": 3000, "short": 5}[kind]
                for i, kind in enumerate(kinds) if kind in ("good", "short"))  # fmt: skip
+
+
+def test_a_fixed_length_names_the_files_it_pads(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    write_recordings(tmp_path / "audio", {"train": 3})
+    store = prepare_folder(tmp_path / "audio", tmp_path / "long", "2")
+    out = capsys.readouterr().out
+    assert "zero-padded 3 of 3 file(s) shorter than the clip length, 2 s, to it" in out
+    assert [entry["decoded_samples"] for entry in store.meta["padded"]["tracks"]] == [RATE] * 3
+    store = prepare_folder(tmp_path / "audio", tmp_path / "exact", "1")
+    assert store.meta["padded"] == {"count": 0, "tracks": []}
+    assert "zero-padded" not in capsys.readouterr().out

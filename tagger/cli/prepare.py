@@ -196,8 +196,14 @@ def run(args: argparse.Namespace) -> Path:
     how = "zero-padded" if meta["clip_samples"] else "as decoded"
     for kept in meta["truncated"]:
         print(f"kept {kept['path']}, {how}: {kept['reason']} (--truncated skip drops it)")
-    padded = meta.get("padded")  # a store of whole tracks (format version 2)
-    if padded and padded["count"]:
+    padded = meta["padded"]
+    if padded["count"] and meta["clip_samples"]:  # clips of one length (format version 1)
+        print(
+            f"zero-padded {padded['count']} of {meta['clips']} file(s) shorter than the clip "
+            f"length, {meta['clip_seconds']:g} s, to it (listed under padded in meta.json); "
+            "--clip-seconds none keeps each file at its real length"
+        )
+    elif padded["count"]:  # tracks (format version 2) shorter than --min-seconds
         print(
             f"zero-padded {padded['count']} track(s) shorter than {meta['min_samples']} samples "
             "to that length (listed under padded in meta.json)"

@@ -35,27 +35,27 @@ def available_cores() -> int:
     return os.cpu_count() or 1
 
 
-#: A decoded file: (int16 clip [n_samples] or track [its samples], truncation note or None),
-#: or (None, why not).
-Decoded = tuple[np.ndarray | None, str | None]
+#: A decoded file: (int16 clip [n_samples] or track [its samples], truncation note or None,
+#: the samples it decoded to before any crop or padding), or (None, why not, None).
+Decoded = tuple[np.ndarray | None, str | None, int | None]
 
 
 def decode_or_reason(
     path: Path, sample_rate: int, n_samples: int | None, max_samples: int | None = None
 ) -> Decoded:
     """``path`` as a store clip (``n_samples`` given: cropped or zero-padded to it) or track
-    (None: the whole file, or its middle ``max_samples``), int16, and its truncation note;
-    or (None, the reason the file cannot be a clip), e.g. one that holds no samples at
-    ``sample_rate``; runs in a worker process."""
+    (None: the whole file, or its middle ``max_samples``), int16, its truncation note and
+    the samples it decoded to; or (None, the reason the file cannot be a clip, None), e.g.
+    one that holds no samples at ``sample_rate``; runs in a worker process."""
     try:
         samples, truncated = read_audio(path, sample_rate)
     except AudioError as error:
-        return None, error.reason
+        return None, error.reason, None
     if not len(samples):  # e.g. a few samples at a higher rate, resampled to none
-        return None, f"no audio: it decodes to 0 samples at {sample_rate} Hz"
+        return None, f"no audio: it decodes to 0 samples at {sample_rate} Hz", None
     if n_samples is None:
-        return to_int16(middle(samples, max_samples)), truncated
-    return to_int16(fit_length(samples, n_samples)), truncated
+        return to_int16(middle(samples, max_samples)), truncated, len(samples)
+    return to_int16(fit_length(samples, n_samples)), truncated, len(samples)
 
 
 def die_with_parent(parent: int) -> None:
@@ -135,11 +135,11 @@ def _decoded(
 def _add(writer: StoreWriter, index: int, decoded: Decoded, truncated: str) -> None:
     """Hand one decoded file to the writer: kept, or skipped with its reason (a truncated
     file too when ``truncated`` is ``skip``)."""
-    clip, note = decoded
+    clip, note, samples = decoded
     if clip is None or (note and truncated == "skip"):
         writer.add(index, None, skipped=note)
     else:
-        writer.add(index, clip, truncated=note)
+        writer.add(index, clip, truncated=note, decoded=samples)
 
 
 def build_store(

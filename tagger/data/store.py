@@ -252,7 +252,7 @@ class _Entry:
     def line(self) -> str:
         """The entry as one line of the writer's log."""
         entry = {"i": self.index, "skipped": self.skipped, "truncated": self.truncated}
-        if self.samples is not None:
+        if self.samples is not None or self.decoded is not None:
             entry |= {"samples": self.samples, "decoded": self.decoded}
         return json.dumps(entry) + "\n"
 
@@ -358,11 +358,13 @@ class StoreWriter:
         clip: np.ndarray | None,
         skipped: str | None = None,
         truncated: str | None = None,
+        decoded: int | None = None,
     ) -> None:
         """Append plan clip ``index``: int16 [clip_samples], or for a v2 plan a track of any
         length (zero-padded here to the plan's ``pad_samples``), with ``truncated``, the note
         that its file decoded shorter than its header says; or None with the reason it failed.
-        A track of no samples is skipped (listed under ``skipped``), never stored."""
+        ``decoded``: the samples its file decoded to, if known (a v1 clip padded from fewer
+        is listed under ``padded``). A track of no samples is skipped, never stored."""
         if index != self.next_index + len(self._pending):
             raise ValueError(f"clips must be added in plan order; got {index}")
         if clip is not None and clip.size == 0:
@@ -374,6 +376,8 @@ class StoreWriter:
             if clip.shape != (self.plan.clip_samples,):
                 raise ValueError(f"clip {index} has shape {clip.shape}")
             entry = _Entry(index, None, truncated)
+            if decoded is not None and decoded < self.plan.clip_samples:
+                entry.decoded = decoded
         else:
             if clip.ndim != 1:
                 raise ValueError(f"track {index} has shape {clip.shape}")
@@ -408,19 +412,23 @@ class StoreWriter:
             shutil.rmtree(self.partial, ignore_errors=True)
         self.lock.release()
 
-    def _track_meta(self) -> dict[str, Any]:
-        """What meta.json says about a v2 store's tracks: their lengths and the padded ones."""
+    def _padded(self) -> dict[str, Any]:
+        """meta.json's ``padded``: the clips or tracks zero-padded from fewer decoded samples."""
         plan, kept = self.plan, [e for e in self.entries if e.skipped is None]
         padded = [
             {"path": plan.clips[e.index].source_path, "clip_id": plan.clips[e.index].clip_id,
              "decoded_samples": e.decoded}
             for e in kept if e.decoded is not None
         ]  # fmt: skip
+        return {"count": len(padded), "tracks": padded}
+
+    def _track_meta(self) -> dict[str, Any]:
+        """What meta.json says about a v2 store's tracks: their lengths and the padded ones."""
+        kept = [e for e in self.entries if e.skipped is None]
         return {
-            "max_samples": plan.max_samples,
-            "min_samples": plan.pad_samples,
+            "max_samples": self.plan.max_samples,
+            "min_samples": self.plan.pad_samples,
             "track_samples": _track_stats([e.samples for e in kept]),
-            "padded": {"count": len(padded), "tracks": padded},
         }
 
     def finish(self) -> Path:
@@ -459,6 +467,7 @@ class StoreWriter:
             "skipped": skipped,
             "truncated_files": plan.truncated,
             "truncated": truncated,
+            "padded": self._padded(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         written = [LABELS_FILE, CLIPS_FILE, META_FILE]
