@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from tagger.cli import robustness as robustness_cli
+from tagger.errors import ConfigError
 from tagger.evaluate import evaluate
 from tagger.robustness import FAMILIES, perturb_clips, rewindow, robustness
 from tests.conftest import TINY, compose_config
@@ -102,3 +103,26 @@ def test_bad_checkpoint_and_family_exit_with_one_line(
     assert exit_info.value.code == 2
     assert "argument --rates: must be a number from 0.25" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("family", "strength", "message"),
+    [
+        ("gain", float("nan"), "gain strength must be a number from -100 to 100 (dB), not nan"),
+        ("pitch_shift", 100.0, "pitch_shift strength must be a number from -24 to 24"),
+        ("time_stretch", 0.0, "time_stretch strength must be a number from 0.25 to 4"),
+        ("noise", float("inf"), "noise strength must be a number from -30 to 100"),
+    ],
+)
+def test_strengths_outside_a_familys_limits_are_refused_before_anything_loads(
+    tmp_path: Path, family: str, strength: float, message: str
+) -> None:
+    """The library checks what the flags check (a NaN gain was scored as a finite AUC)."""
+    with pytest.raises(ConfigError) as error:
+        robustness(tmp_path / "never-read.ckpt", strengths={family: [1.0, strength]})
+    assert str(error.value).startswith(message)
+
+
+def test_data_overrides_pass_the_settings_schema(checkpoint: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^data\.num_workers must be a whole number from 0"):
+        robustness(checkpoint, strengths={}, data_overrides={"num_workers": -1}, progress=False)
