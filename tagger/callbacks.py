@@ -141,6 +141,60 @@ class LastCheckpoint(ModelCheckpoint):
         ):
             self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
 
+    def wrote_at(self, trainer: Trainer) -> Path | None:
+        """The checkpoint it wrote at the trainer's current step, if it did."""
+        saved = self._last_global_step_saved == trainer.global_step and self.best_model_path
+        return Path(self.best_model_path).resolve() if saved else None
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Rewrite it as fitting ends, with the state of the end (early stopping's decision,
+        ``FitState``'s final metrics): a run stopped after this, in its test phase, resumes
+        with nothing left to fit and tests what the uninterrupted run tested."""
+        if not trainer.fast_dev_run and trainer.state.fn == TrainerFn.FITTING:
+            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class FitState(Callback):
+    """Keeps in every checkpoint what Lightning leaves out of it and a resumed run needs to
+    end as the uninterrupted one: the metrics so far (``trainer.callback_metrics``) and
+    whether fitting was told to stop (early stopping's decision).
+
+    A run resumed from a checkpoint saved as fitting ended (or as its last epoch ended)
+    has nothing left to fit: it stops again at once, and ``final_metrics`` are the
+    checkpoint's, not the empty ones of a process that ran no epoch.
+    """
+
+    def __init__(self) -> None:
+        self._trainer: Trainer | None = None
+        self._restored: dict[str, float] = {}
+        self._should_stop = False
+        self._epoch_ended = False  # in this process
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._should_stop:  # Lightning does not keep it: the resumed run would go on
+            trainer.should_stop = True
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._epoch_ended = True
+
+    def final_metrics(self) -> dict[str, float]:
+        """The fit's metrics: this process's, or, where no epoch ended in it, the checkpoint's."""
+        if not self._epoch_ended and self._restored:
+            return dict(self._restored)
+        metrics = self._trainer.callback_metrics if self._trainer is not None else {}
+        return {name: float(value) for name, value in metrics.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        stop = self._trainer is not None and bool(self._trainer.should_stop)
+        return {"metrics": self.final_metrics(), "should_stop": stop}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored = {name: float(value) for name, value in state_dict["metrics"].items()}
+        self._should_stop = bool(state_dict["should_stop"])
+
 
 class StoreRunConfig(Callback):
     """Saves the run's resolved config in every checkpoint, under ``"config"``.
@@ -191,6 +245,14 @@ class StopOnSignal(Callback):
     the checkpoint in ``on_exception``. SIGINT is handed to that same handler, so Ctrl-C
     stops the same way. Outside the Trainer (while the data is built, between fit and
     test) a signal interrupts at once: there is nothing to save.
+
+    A validation inside fit is never cut short (a checkpoint taken mid-way cannot be
+    resumed: its scores are half an epoch's): a signal during it, or during the training
+    step before it, is held until it ends, then handed on, so the run stops with the
+    epoch's checkpoints saved. A second signal during that validation stops at once; the
+    last saved checkpoint stands. Where ``LastCheckpoint`` has just written ``checkpoint``
+    at the step the run stops at (an epoch's end, a step save), that one stands: it is
+    the state Lightning resumes from.
     """
 
     def __init__(self, checkpoint: Path) -> None:
@@ -198,6 +260,9 @@ class StopOnSignal(Callback):
         self.signum: int | None = None
         self.saved: Path | None = None
         self.where = (0, 0)  # global step, epoch
+        self._held_handlers: dict[int, Any] | None = None  # while holding signals
+        self._pending: int | None = None  # a signal held
+        self._noted = False  # whether Lightning had noted it before the validation
 
     @contextmanager
     def handling_signals(self) -> Iterator[StopOnSignal]:
@@ -222,15 +287,66 @@ class StopOnSignal(Callback):
         if signum != signal.SIGTERM and callable(lightning):
             lightning(signal.SIGTERM, frame)  # Lightning's: stop after the current step
 
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        in_main = threading.current_thread() is threading.main_thread()
+        if trainer.state.fn != TrainerFn.FITTING or not in_main:  # sanity check included
+            return
+        if trainer.received_sigterm:  # came in the step before: Lightning would stop mid-way
+            trainer._signal_connector.received_sigterm = False
+            self._pending, self._noted = self.signum or signal.SIGTERM, True
+        self._held_handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._hold)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        noted = self._noted
+        pending = self._restore_handlers()
+        if pending is None:
+            return
+        if noted:
+            trainer._signal_connector.received_sigterm = True
+            return
+        handler = signal.getsignal(pending)
+        if callable(handler):  # Lightning's for SIGTERM, ours (passing it on) for SIGINT
+            handler(pending, None)
+
+    def _hold(self, signum: int, frame: FrameType | None) -> None:
+        if self._pending is not None:  # the second: stop now
+            raise RunInterrupted(self._pending, None, *self.where)
+        self._pending = signum
+
+    def _restore_handlers(self) -> int | None:
+        """Reinstall the handlers replaced during a validation; return the signal held."""
+        if self._held_handlers is not None:
+            for signum, handler in self._held_handlers.items():
+                signal.signal(signum, handler)
+        self._held_handlers = None
+        pending, self._pending, self._noted = self._pending, None, False
+        return pending
+
     def on_exception(self, trainer: Trainer, pl_module: LightningModule,
                      exception: BaseException) -> None:  # fmt: skip
+        pending = self._restore_handlers()
+        self.signum = self.signum or pending
         if not isinstance(exception, SIGTERMException):
             return
         self.signum = self.signum or signal.SIGTERM
         self.where = (trainer.global_step, trainer.current_epoch)
-        if trainer.state.fn == TrainerFn.FITTING:  # testing: the final last.ckpt stands
+        if trainer.state.fn != TrainerFn.FITTING:  # testing: the final last.ckpt stands
+            self.saved = self.checkpoint if self.checkpoint.is_file() else None
+            return
+        written = {cb.wrote_at(trainer) for cb in trainer.checkpoint_callbacks
+                   if isinstance(cb, LastCheckpoint)}  # fmt: skip
+        if self.checkpoint.resolve() not in written:
             trainer.save_checkpoint(self.checkpoint)
-            self.saved = self.checkpoint
+        self.saved = self.checkpoint
+
+    def interrupted_after_fit(self, trainer: Trainer) -> RunInterrupted:
+        """The ``RunInterrupted`` of a signal that came as fitting ended, too late to stop
+        it: the run resumes from the final ``last.ckpt``, with nothing left to fit."""
+        self.where = (trainer.global_step, trainer.current_epoch)
+        self.saved = self.checkpoint if self.checkpoint.is_file() else None
+        return self.interrupted()
 
     def interrupted(self) -> RunInterrupted:
         """The ``RunInterrupted`` of the signal received."""

@@ -7,6 +7,7 @@ saying so to the user and choosing the exit code is left to ``tagger.cli.train``
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -21,10 +22,11 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from tagger.augment import augment_callbacks
-from tagger.callbacks import RunInterrupted, StopOnSignal, StoreRunConfig
+from tagger.callbacks import FitState, RunInterrupted, StopOnSignal, StoreRunConfig
 from tagger.checkpoint_io import read_checkpoint
 from tagger.data.datamodule import ClipDataModule
 from tagger.errors import ConfigError, find_config_error
+from tagger.lock import ProcessLock, children_end_with_this_process
 from tagger.metrics import category_means
 from tagger.module import build_module
 from tagger.run_files import OutputError, write_json
@@ -55,6 +57,37 @@ def _newest_readable(checkpoint_dir: Path) -> Path | None:
             continue
         return path
     return None
+
+
+#: The lock file a training holds in its run directory while it runs (``hold_run_folder``).
+RUN_LOCK = ".train.lock"
+
+
+def _lock(path: Path, what: str) -> ProcessLock | contextlib.nullcontext:
+    """Hold ``path`` (see ``tagger.lock``) for a training writing ``what``; on one process
+    only under DDP (its other processes write nothing of their own)."""
+    if rank_zero_only.rank != 0:
+        return contextlib.nullcontext()
+    return ProcessLock(path, lambda holder: (
+        f"{what} is in use by another training ({holder}); wait for it to end, or stop "
+        "it and run this command again to resume it, or give this run its own hydra.run.dir"
+    ))  # fmt: skip
+
+
+def hold_run_folder(cfg: DictConfig) -> ProcessLock | contextlib.nullcontext:
+    """Take the run directory ``cfg.paths.output_dir`` for this process, as a context
+    manager: one training writes its checkpoints and records at a time. A second one is
+    refused at once (``LockBusyError``, naming the folder and the holder's pid); the lock
+    ends with its process, however it ends."""
+    folder = Path(cfg.paths.output_dir)
+    return _lock(folder / RUN_LOCK, f"run folder {folder}")
+
+
+def hold_checkpoint_folder(cfg: DictConfig) -> ProcessLock | contextlib.nullcontext:
+    """Take the folder the checkpoints are saved to (another run's, when resuming from
+    one of its checkpoints) with a lock file beside it, as ``hold_run_folder`` does."""
+    folder = Path(cfg.paths.checkpoint_dir)
+    return _lock(folder.parent / f".{folder.name}.lock", f"checkpoint folder {folder}")
 
 
 def resolve_checkpoint(cfg: DictConfig) -> None:
@@ -120,17 +153,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, validate and (optionally) test with a composed config; return the summary
     that is also written to ``<run dir>/metrics.json``.
 
-    SIGTERM and SIGINT stop training after the current step and save a resumable
-    ``last.ckpt``; then ``RunInterrupted`` is raised.
+    SIGTERM and SIGINT stop training after the current step (a validation inside fit
+    after it ends) and save a resumable ``last.ckpt``; then ``RunInterrupted`` is raised.
+    The run directory and the checkpoint folder are this process's while it runs
+    (``hold_run_folder``), and its DataLoader workers end with it.
     """
     check_settings(cfg)
-    resolve_checkpoint(cfg)
-    stop = StopOnSignal(Path(cfg.paths.checkpoint_dir) / "last.ckpt")
-    with stop.handling_signals():
-        try:
-            return _train(cfg, stop)
-        except SIGTERMException:
-            raise stop.interrupted() from None
+    with hold_run_folder(cfg):
+        resolve_checkpoint(cfg)
+        with hold_checkpoint_folder(cfg):
+            stop = StopOnSignal(Path(cfg.paths.checkpoint_dir) / "last.ckpt")
+            with stop.handling_signals(), children_end_with_this_process():
+                try:
+                    return _train(cfg, stop)
+                except SIGTERMException:
+                    raise stop.interrupted() from None
 
 
 def _train(cfg: DictConfig, stop: StopOnSignal) -> dict[str, Any]:
@@ -144,16 +181,19 @@ def _train(cfg: DictConfig, stop: StopOnSignal) -> dict[str, Any]:
     sizes = datamodule.split_sizes()  # builds the splits now, so bad data fails before training
     log.info("data: %s; %s", datamodule.describe()["name"], sizes)
 
+    fit_state = FitState()
     trainer: L.Trainer = instantiate(
         cfg.trainer,
         callbacks=[*instantiate_all(cfg.get("callbacks")), *augment_callbacks(cfg),
-                   StoreRunConfig(run_config), stop],
+                   StoreRunConfig(run_config), fit_state, stop],
         logger=instantiate_all(cfg.get("logger")) or False,
         max_epochs=lightning_max_epochs(cfg.trainer.max_epochs),
     )
     check_last_batch(model, datamodule, trainer.world_size)  # before a crash at epoch end
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    final = _floats(trainer.callback_metrics)
+    if trainer.received_sigterm:  # came as fitting ended: its final last.ckpt stands
+        raise stop.interrupted_after_fit(trainer)
+    final = _floats(fit_state.final_metrics())
 
     checkpoints, best = checkpoint_summary(trainer)
 
@@ -167,7 +207,7 @@ def _train(cfg: DictConfig, stop: StopOnSignal) -> dict[str, Any]:
         "final": final,
         "best": best,
     }
-    if "val/auc" in final:  # validated in this process (not a resume with nothing left to do)
+    if "val/auc" in final:
         summary["val"] = logged_scores(final, "val", datamodule.tag_names)
 
     if cfg.get("test") and sizes["test_clips"] > 0 and not trainer.fast_dev_run:

@@ -21,7 +21,8 @@ from omegaconf import DictConfig
 from tagger.callbacks import RunInterrupted
 from tagger.cli.hydra_setup import exit_on_config_error, register_resolvers, run_hydra_entry
 from tagger.config import CONFIG_DIR
-from tagger.train import record_failure, record_interruption, train
+from tagger.lock import LockBusyError
+from tagger.train import hold_run_folder, record_failure, record_interruption, train
 
 log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -43,9 +44,24 @@ def hydra_main(cfg: DictConfig) -> float | None:
     A failed run records its reason in ``metrics.json``. In a ``-m`` sweep the other jobs
     still run; a single run exits non-zero (one line for a bad config, a full disk or a NaN
     loss). A run stopped by SIGTERM or SIGINT records ``status: interrupted`` and exits
-    with 128 + the signal's number (143, 130), in a sweep too.
+    with 128 + the signal's number (143, 130), in a sweep too. A run directory that another
+    training holds is refused in one line, and nothing is written to it.
     """
     torch.set_float32_matmul_precision("high")
+    try:
+        run_folder = hold_run_folder(cfg)  # held while the run is recorded too
+    except LockBusyError as error:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            log.error("job %s refused, the sweep goes on: %s", HydraConfig.get().job.num, error)
+            return float("nan")
+        exit_on_config_error(error)
+        raise
+    with run_folder:
+        return _run(cfg)
+
+
+def _run(cfg: DictConfig) -> float | None:
+    """Train, record the outcome, and return the optimized metric (``hydra_main``)."""
     try:
         summary = train(cfg)
     except RunInterrupted as stop:
