@@ -237,6 +237,14 @@ class TaggingModule(LightningModule):
         self._stop_if_diverged()
         self._log_epoch_scores("train")
 
+    def on_validation_epoch_start(self) -> None:
+        # a pass starts afresh: a checkpoint saved mid-pass (SLURM's requeue save can be)
+        # holds that pass's scores, which a resumed run must not count twice
+        self.val_scores.reset()
+
+    def on_test_epoch_start(self) -> None:
+        self.test_scores.reset()
+
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_scores("val", per_tag=True)
 
