@@ -69,7 +69,7 @@ def test_prepare_skips_nan_files_and_lists_truncated_ones(
     truncated_mp3(tmp_path / "audio" / "b" / "three.mp3")
     argv = ["folder", "--root", str(tmp_path / "audio"), "--labels", str(labels), "--out",
             str(tmp_path / "store"), "--sample-rate", "8000", "--clip-seconds", "1.2",
-            "--workers", "0", "--truncated", truncated]  # fmt: skip
+            "--workers", "1", "--truncated", truncated]  # fmt: skip
     prepare(argv)
     store, out = ClipStore(tmp_path / "store"), capsys.readouterr().out
     skipped = {skip["path"]: skip["reason"] for skip in store.meta["skipped"]}
