@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 import torch
 
 from tagger.cli import export as export_cli
+from tagger.cli import main as cli_main
 from tagger.export import EXTRA_FILE
 from tagger.module import load_trained
 from tests.conftest import TINY, compose_config
@@ -70,3 +73,29 @@ def test_a_missing_checkpoint_is_named(tmp_path: Path, monkeypatch: pytest.Monke
     with pytest.raises(SystemExit) as exit_info:
         tagger_export(tmp_path / "gone.ckpt", "onnx", tmp_path / "m.onnx", monkeypatch)
     assert exit_info.value.code == 2 and "gone.ckpt does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_a_full_disk_keeps_the_previous_model_and_leaves_no_partial_file(
+    checkpoint: Path, fmt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:  # fmt: skip
+    out, sidecar = tmp_path / f"tagger.{fmt}", tmp_path / f"tagger.{fmt}.json"
+    out.write_bytes(b"the model exported before")
+    sidecar.write_text("{}")
+
+    def full(fd: int) -> None:  # the disk fills as the model is flushed
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    monkeypatch.setattr(sys, "argv", ["tagger", "export", str(checkpoint), "--format", fmt,
+                                      "--out", str(out)])  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main.main()
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == (
+        f"tagger: error: cannot write {out}: no space left on the device; free space on that "
+        "file system or write elsewhere\n"
+    )
+    assert out.read_bytes() == b"the model exported before" and sidecar.read_text() == "{}"
+    assert sorted(tmp_path.iterdir()) == [out, sidecar]  # no temporary, no .partial
