@@ -398,11 +398,15 @@ def _from_resolver(cfg: DictConfig, node: Node) -> bool:
 
 
 def _node_at(cfg: DictConfig, key: str) -> Node | None:
+    """The node at dotted ``key`` of ``cfg``, or None."""
     node: Any = cfg
     for part in key.split("."):
-        if not isinstance(node, (DictConfig, ListConfig)):
+        if isinstance(node, ListConfig) and part.isdigit() and int(part) < len(node):
+            node = node._get_node(int(part))
+        elif isinstance(node, DictConfig):
+            node = node._get_node(part)
+        else:
             return None
-        node = node._get_node(int(part) if isinstance(node, ListConfig) else part)
         if node is None:
             return None
     return node

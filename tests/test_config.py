@@ -15,6 +15,7 @@ from tagger.cli.hydra_setup import bounded_dirname, check_group_choices, quote_p
 from tagger.errors import ConfigError, find_config_error
 from tagger.module import build_module
 from tagger.optim import scaled_lr
+from tagger.settings import check_settings
 from tests.conftest import REPO_ROOT, compose_config
 
 
@@ -202,3 +203,5 @@ def test_one_callback_writes_last_ckpt_at_epochs_and_every_n_steps(tmp_path) -> 
     assert "every_n_train_steps must be a whole number of steps >= 0" in str(
         find_config_error(raised.value)
     )
+    with pytest.raises(ConfigError, match="every_n_train_steps must be a whole number from 0"):
+        check_settings(bad)  # refused by the schema before anything is built
