@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def hydra_main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the macro ROC-AUC on the evaluated split; a bad
-    checkpoint, split or config exits with one line."""
+    checkpoint, split or config exits with one line (status 2), a file that cannot be
+    written too (status 1)."""
     try:
         check_settings(cfg)
         summary = evaluate(cfg)
