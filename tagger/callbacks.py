@@ -146,22 +146,17 @@ class LastCheckpoint(ModelCheckpoint):
         saved = self._last_global_step_saved == trainer.global_step and self.best_model_path
         return Path(self.best_model_path).resolve() if saved else None
 
-    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Rewrite it as fitting ends, with the state of the end (early stopping's decision,
-        ``FitState``'s final metrics): a run stopped after this, in its test phase, resumes
-        with nothing left to fit and tests what the uninterrupted run tested."""
-        if not trainer.fast_dev_run and trainer.state.fn == TrainerFn.FITTING:
-            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
-
 
 class FitState(Callback):
     """Keeps in every checkpoint what Lightning leaves out of it and a resumed run needs to
     end as the uninterrupted one: the metrics so far (``trainer.callback_metrics``) and
     whether fitting was told to stop (early stopping's decision).
 
-    A run resumed from a checkpoint saved as fitting ended (or as its last epoch ended)
+    A run resumed from the checkpoint of its last epoch's end (stopped in its test phase)
     has nothing left to fit: it stops again at once, and ``final_metrics`` are the
-    checkpoint's, not the empty ones of a process that ran no epoch.
+    checkpoint's, not the empty ones of a process that ran no epoch. ``LastCheckpoint``
+    saves after early stopping has decided and the epoch's metrics are logged (Lightning
+    runs checkpoint callbacks last).
     """
 
     def __init__(self) -> None:
