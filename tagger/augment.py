@@ -60,7 +60,7 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 from lightning import Callback, LightningModule, Trainer
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor
 
 from tagger import perturb
@@ -169,7 +169,7 @@ class Augment(Callback):
         self.noise = _settings("noise", noise)
         transforms = {"gain": self.gain, "polarity": self.polarity, "mixup": self.mixup,
                       "filter": self.filter, "pitch": self.pitch, "noise": self.noise}  # fmt: skip
-        check_settings(OmegaConf.create(transforms), prefix="augment.")  # each value's range
+        check_settings(transforms, prefix="augment.")  # each value's range
         self.kinds = [str(kind) for kind in self.filter["kinds"]]
         if not self.kinds or not set(self.kinds) <= set(FILTER_KINDS):
             raise ConfigError(

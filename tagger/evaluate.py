@@ -89,7 +89,7 @@ def load_for_evaluation(
     data = OmegaConf.to_container(merged, resolve=True)
     check_built_node(data, "data", "data", f"checkpoint {ckpt_path} with the data overrides",
                      trusted_modules)  # fmt: skip
-    check_settings(OmegaConf.create({"data": data}))  # the stored values, as train.py's
+    check_settings({"data": data})  # the stored values, as train.py checked them
     datamodule: ClipDataModule = instantiate(data)
     sizes = datamodule.split_sizes()
     if split == "auto":

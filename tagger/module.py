@@ -19,6 +19,7 @@ from tagger.aggregation import AGGREGATIONS, Aggregation, clip_loss, clip_probab
 from tagger.checkpoint_io import read_checkpoint
 from tagger.errors import ConfigError
 from tagger.metrics import EpochTagScores
+from tagger.settings import check_stored_settings
 from tagger.targets import check_hyperparameters, check_stored_config, check_stored_data
 
 log = logging.getLogger(__name__)
@@ -332,6 +333,7 @@ def load_trained(
     config = checkpoint["config"]
     check_stored_config(config, source, trusted_modules)
     check_stored_data(config["data"], source)
+    check_stored_settings(config, hparams, source)
     state = checkpoint.get("state_dict")
     if not isinstance(state, dict) or not all(map(_tensors, state.values())):
         raise ConfigError(f"{source} has no state_dict of tensors")

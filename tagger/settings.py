@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
@@ -423,23 +423,54 @@ def _value(key: str, node: Node) -> Any:
         raise ConfigError(f"{key}: cannot be resolved ({str(error).splitlines()[0]})") from None
 
 
-def check_settings(cfg: DictConfig, prefix: str = "") -> None:
+def _plain_leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Every leaf of plain data (dicts and lists, as read from a file): (dotted key, value)."""
+    if isinstance(node, Mapping):
+        for key, child in node.items():
+            yield from _plain_leaves(child, f"{prefix}{key}.")
+    elif isinstance(node, (list, tuple)):
+        for index, child in enumerate(node):
+            yield from _plain_leaves(child, f"{prefix}{index}.")
+    else:
+        yield prefix[:-1], node
+
+
+def _check_one(key: str, value: Any) -> None:
+    """A leaf without a spec: only a NaN or infinite number is refused."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, not {value}")
+
+
+def check_settings(cfg: DictConfig | Mapping[str, Any], prefix: str = "") -> None:
     """Raise ``ConfigError`` for the first setting of a composed config (``train.py``'s or
     ``eval.py``'s; or, with ``prefix``, a part of one such as ``augment.``) that its
     ``Spec`` refuses, or for any NaN or infinite number. Settings are checked in
-    ``SETTINGS`` order; missing values (``???``) are left to their consumer."""
+    ``SETTINGS`` order; missing values (``???``) are left to their consumer.
+
+    ``cfg`` may also be plain data (a dict, such as the run config stored in a
+    checkpoint): its values are taken as they are, never resolved (a ``${...}`` there is
+    text), so nothing read from a file runs a resolver."""
+    specs = list(SETTINGS.values())
+    if not isinstance(cfg, DictConfig):
+        found_plain = []
+        for key, value in _plain_leaves(cfg):
+            found = spec_for(prefix + key)
+            if found is None:
+                _check_one(prefix + key, value)
+            else:
+                found_plain.append((found[0], key, value))
+        for place, key, value in sorted(found_plain, key=lambda item: item[0]):
+            specs[place].check(prefix + key, value)
+        return
     checked: list[tuple[int, str, Node]] = []
     for key, node in leaves(cfg):
         if node._is_missing():
             continue
         found = spec_for(prefix + key)
         if found is None:
-            value = None if node._is_interpolation() else node._value()
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f"{prefix}{key} must be a finite number, not {value}")
+            _check_one(prefix + key, None if node._is_interpolation() else node._value())
             continue
         checked.append((found[0], key, node))
-    specs = list(SETTINGS.values())
     for place, key, node in sorted(checked, key=lambda item: item[0]):
         spec = specs[place]
         if spec.kind == "str" and node._is_interpolation():
@@ -448,6 +479,24 @@ def check_settings(cfg: DictConfig, prefix: str = "") -> None:
         if value is None and _from_resolver(node._get_root(), node):
             continue
         spec.check(prefix + key, value)
+
+
+def check_stored_settings(config: Mapping[str, Any], hparams: Mapping[str, Any],
+                          source: str) -> None:  # fmt: skip
+    """The settings a checkpoint stores, checked as ``train.py`` checked them: its run
+    ``config`` and the module's hyperparameters (``net``, ``optimizer``, ``scheduler``,
+    ``aggregation``, ``input_scale``: what the model is rebuilt from), as plain data.
+    ``ConfigError`` names ``source`` (a crafted checkpoint's huge layer or NaN scale is
+    refused in one line, not a crash while building)."""
+    model = {key: value for key, value in hparams.items()
+             if key not in ("optimizer", "scheduler", "tag_names")}  # fmt: skip
+    stored = {"model": model, "optimizer": hparams.get("optimizer") or {},
+              "scheduler": hparams.get("scheduler") or {}}  # fmt: skip
+    try:
+        check_settings(config)
+        check_settings(stored)
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
 
 
 def check_last_batch(model: nn.Module, datamodule: Any, world_size: int = 1) -> None:

@@ -31,9 +31,10 @@ from tagger.cli import bench, check, predict, prepare, robustness
 from tagger.cli.args import spec_of
 from tagger.cli.main import main as tagger_main
 from tagger.errors import ConfigError
+from tagger.module import load_trained
 from tagger.settings import SETTINGS, Spec, check_last_batch, check_settings, leaves, spec_for
 from tagger.train import train
-from tests.conftest import REPO_ROOT, compose_config, run_cli
+from tests.conftest import REPO_ROOT, TINY, compose_config, run_cli
 
 CONF = REPO_ROOT / "conf"
 #: Every option of every config group that train.py composes (experiments included).
@@ -155,6 +156,12 @@ def test_check_settings_on_a_part_of_a_config() -> None:
     check_settings(OmegaConf.create({"pitch": {"p": 0.5}}), prefix="augment.")
     with pytest.raises(ConfigError, match=r"^augment\.pitch\.p must be a number from 0 to 1"):
         check_settings(OmegaConf.create({"pitch": {"p": 2}}), prefix="augment.")
+    # plain data (read from a file) is taken as it is: a ${...} there is text, not resolved
+    with pytest.raises(ConfigError, match=r"^data\.batch_size must be a whole number .*, not "
+                                          r"'\$\{oc\.env:HOME\}'"):
+        check_settings({"data": {"batch_size": "${oc.env:HOME}"}})
+    with pytest.raises(ConfigError, match=r"^model\.net\.filters\.1 must be"):
+        check_settings({"model": {"net": {"filters": [32, 0]}}})
 
 
 # --- the command line ------------------------------------------------------------------
@@ -383,3 +390,42 @@ def test_a_batch_of_one_clip_would_crash_batch_norm_and_is_refused_first(
         train(train_config(*overrides, run="unchecked"))
     assert "Expected more than 1 value per channel when training" in str(crash.value)
     assert torch.is_grad_enabled()
+
+
+# --- the settings a checkpoint stores ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real checkpoint of a tiny run (one epoch, seconds)."""
+    run_dir = tmp_path_factory.mktemp("stored")
+    cfg = compose_config("train", run_dir, [*TINY, "test=false"])
+    return Path(train(cfg)["checkpoints"]["last"])
+
+
+@pytest.mark.parametrize(
+    ("where", "key", "value", "message"),
+    [
+        ("hyper_parameters", "net.filters", [32, 10**9, 32], "model.net.filters.1 must be"),
+        ("hyper_parameters", "input_scale", math.nan, "input_scale must be a positive"),
+        ("config", "data.num_workers", -1, "data.num_workers must be a whole number from 0"),
+        ("config", "data.batch_size", "ten", "data.batch_size must be a whole number"),
+    ],
+)
+def test_a_checkpoints_stored_settings_pass_the_schema(checkpoint: Path, tmp_path: Path, where,
+                                                       key, value, message) -> None:  # fmt: skip
+    """A crafted checkpoint's numbers are refused in one line naming the file, before the
+    model is built."""
+    contents = torch.load(checkpoint, weights_only=True)
+    node = contents[where]
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save(contents, crafted)
+    with pytest.raises(ConfigError) as error:
+        load_trained(crafted)
+    assert str(error.value).startswith(f"checkpoint {crafted}: ") and message in str(error.value)
+    assert "\n" not in str(error.value)
+    load_trained(checkpoint)  # the real one loads
