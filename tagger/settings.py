@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
@@ -428,7 +428,7 @@ def _plain_leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
     if isinstance(node, Mapping):
         for key, child in node.items():
             yield from _plain_leaves(child, f"{prefix}{key}.")
-    elif isinstance(node, (list, tuple)):
+    elif isinstance(node, Sequence) and not isinstance(node, (str, bytes)):
         for index, child in enumerate(node):
             yield from _plain_leaves(child, f"{prefix}{index}.")
     else:
