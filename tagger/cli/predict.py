@@ -181,11 +181,9 @@ def main() -> None:
             continue
         predictions.append(prediction)
         if args.taggram:
-            try:
-                write_taggram(prediction, tagger.tag_names, args.taggram, names[path], args.top_k)
-            except ConfigError as error:  # the folder cannot be written: no use going on
-                print(f"tagger predict: error: {error}", file=sys.stderr)
-                raise SystemExit(2) from None
+            # a taggram that cannot be written ends the command (one line, status 1: the
+            # top-level handler of tagger.cli.main)
+            write_taggram(prediction, tagger.tag_names, args.taggram, names[path], args.top_k)
 
     if args.format == "json":
         print(render_json(predictions, tagger.tag_names, args.top_k, skipped), end="")
