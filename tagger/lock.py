@@ -8,9 +8,9 @@ never leaves a stale lock. A forked child (a DataLoader worker) would share the 
 keep it past its parent's death; each one closes its copy as it starts. Within one
 process the lock is re-entrant: taking it again only counts.
 
-``children_end_with_this_process()``: the children forked inside the block (DataLoader
-workers) are killed by the OS when this process ends, instead of lingering as orphans
-until they notice.
+``children_end_with_this_process()``: the children that the calling thread forks inside
+the block (DataLoader workers) are killed by the OS when this process ends, instead of
+lingering as orphans until they notice.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import fcntl
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,9 +33,10 @@ from tagger.errors import ConfigError
 #: The locks this process holds: lock file -> [descriptor, times taken].
 _held: dict[Path, list[int]] = {}
 _fork_hook: list[bool] = []  # whether _in_child is registered (at first use)
-#: While ``children_end_with_this_process`` runs: [this pid, libc's prctl] (set in the
-#: parent, so that a forked child loads nothing).
+#: While ``children_end_with_this_process`` runs: [this pid, libc's prctl, the thread
+#: that entered it] (set in the parent, so that a forked child loads nothing).
 _die_with: list[Any] = []
+_forked_by_owner: list[bool] = [False]  # set just before each fork, in the forking thread
 _PR_SET_PDEATHSIG = 1
 
 
@@ -49,29 +51,33 @@ def _in_child() -> None:
         with contextlib.suppress(OSError):
             os.close(fd)
     _held.clear()
-    if _die_with:
-        parent, prctl = _die_with
+    if _die_with and _forked_by_owner[0]:  # the OS ties it to the thread that forked
+        parent, prctl, _ = _die_with
         prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # it ended before the request was made
             os._exit(1)
-        _die_with.clear()  # the child's own children are its own business
+    _die_with.clear()  # the child's own children are its own business
+
+
+def _before_fork() -> None:
+    _forked_by_owner[0] = bool(_die_with) and _die_with[2] == threading.get_ident()
 
 
 def _hook_forks() -> None:
     if not _fork_hook:
-        os.register_at_fork(after_in_child=_in_child)
+        os.register_at_fork(before=_before_fork, after_in_child=_in_child)
         _fork_hook.append(True)
 
 
 @contextlib.contextmanager
 def children_end_with_this_process() -> Iterator[None]:
-    """Inside the block, every child forked (from this thread) gets SIGKILL from the OS
-    when this process ends; Linux only (elsewhere nothing changes)."""
+    """Inside the block, every child that this thread forks gets SIGKILL from the OS when
+    this process ends; Linux only (elsewhere nothing changes)."""
     if not sys.platform.startswith("linux") or _die_with:
         yield
         return
     _hook_forks()
-    _die_with[:] = [os.getpid(), ctypes.CDLL(None, use_errno=True).prctl]
+    _die_with[:] = [os.getpid(), ctypes.CDLL(None, use_errno=True).prctl, threading.get_ident()]
     try:
         yield
     finally:

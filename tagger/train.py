@@ -65,13 +65,18 @@ RUN_LOCK = ".train.lock"
 
 def _lock(path: Path, what: str) -> ProcessLock | contextlib.nullcontext:
     """Hold ``path`` (see ``tagger.lock``) for a training writing ``what``; on one process
-    only under DDP (its other processes write nothing of their own)."""
+    only under DDP (its other processes write nothing of their own). A lock file that
+    cannot be written raises ``OutputError``."""
     if rank_zero_only.rank != 0:
         return contextlib.nullcontext()
-    return ProcessLock(path, lambda holder: (
-        f"{what} is in use by another training ({holder}); wait for it to end, or stop "
-        "it and run this command again to resume it, or give this run its own hydra.run.dir"
-    ))  # fmt: skip
+    try:
+        return ProcessLock(path, lambda holder: (
+            f"{what} is in use by another training ({holder}); wait for it to end, or stop "
+            "it and run this command again to resume it, or give this run its own "
+            "hydra.run.dir"
+        ))  # fmt: skip
+    except OSError as error:
+        raise OutputError.of(path, error) from None
 
 
 def hold_run_folder(cfg: DictConfig) -> ProcessLock | contextlib.nullcontext:

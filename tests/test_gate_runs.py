@@ -105,6 +105,39 @@ def test_the_lock_is_re_entrant_in_its_process_and_released_by_the_last_hold(
     assert subprocess.run(check, env=env, capture_output=True).returncode == 0
 
 
+#: Forks a child that sleeps (inside ``children_end_with_this_process`` with argv[1] ==
+#: "inside"), prints its pid and sleeps until killed.
+PARENT = """
+import os, sys, time
+from tagger.lock import children_end_with_this_process
+with children_end_with_this_process() if sys.argv[1] == "inside" else open(os.devnull):
+    child = os.fork()
+    if child == 0:
+        time.sleep(60)
+        os._exit(0)
+print(child, flush=True)
+time.sleep(60)
+"""
+
+
+@LINUX
+@pytest.mark.parametrize("where", ["inside", "outside"])
+def test_children_forked_in_the_block_end_with_their_parent(where: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, where], env=env,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    child = int(parent.stdout.readline())
+    try:
+        parent.kill()
+        parent.wait()
+        time.sleep(0.5)
+        ended = process_state(child) in (None, "Z")
+        assert ended == (where == "inside")  # outside: an orphan, as before
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+
+
 def start_training(args: list[str], cwd: Path) -> subprocess.Popen:
     """``python <args>`` in the background, as ``run_cli`` runs it; stderr piped."""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HYDRA_FULL_ERROR": "0"}

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from tagger.callbacks import RunInterrupted
 from tagger.cli.hydra_setup import exit_on_config_error, register_resolvers, run_hydra_entry
 from tagger.config import CONFIG_DIR
-from tagger.lock import LockBusyError
+from tagger.errors import ConfigError
 from tagger.train import hold_run_folder, record_failure, record_interruption, train
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
     torch.set_float32_matmul_precision("high")
     try:
         run_folder = hold_run_folder(cfg)  # held while the run is recorded too
-    except LockBusyError as error:
+    except ConfigError as error:  # held by another training, or not writable: record nothing
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             log.error("job %s refused, the sweep goes on: %s", HydraConfig.get().job.num, error)
             return float("nan")
