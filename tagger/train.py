@@ -79,12 +79,12 @@ def _lock(path: Path, what: str) -> ProcessLock | contextlib.nullcontext:
         raise OutputError.of(path, error) from None
 
 
-def hold_run_folder(cfg: DictConfig) -> ProcessLock | contextlib.nullcontext:
-    """Take the run directory ``cfg.paths.output_dir`` for this process, as a context
-    manager: one training writes its checkpoints and records at a time. A second one is
-    refused at once (``LockBusyError``, naming the folder and the holder's pid); the lock
-    ends with its process, however it ends."""
-    folder = Path(cfg.paths.output_dir)
+def hold_run_folder(cfg: DictConfig | Path) -> ProcessLock | contextlib.nullcontext:
+    """Take the run directory (``cfg.paths.output_dir``, or a path) for this process, as a
+    context manager: one training writes its checkpoints and records at a time. A second
+    one is refused at once (``LockBusyError``, naming the folder and the holder's pid);
+    the lock ends with its process, however it ends."""
+    folder = cfg if isinstance(cfg, Path) else Path(cfg.paths.output_dir)
     return _lock(folder / RUN_LOCK, f"run folder {folder}")
 
 

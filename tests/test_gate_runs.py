@@ -147,6 +147,20 @@ def start_training(args: list[str], cwd: Path) -> subprocess.Popen:
     )  # fmt: skip
 
 
+@pytest.mark.parametrize(("args", "fixed"), [
+    (["seed=1", "hydra.run.dir=/runs/a"], "/runs/a"),
+    (["hydra.run.dir=/runs/job=1,seed=2"], "/runs/job=1,seed=2"),  # quoted as Hydra needs
+    (["hydra.run.dir=outputs/${now:%H}"], None),  # resolved by Hydra: a new folder
+    (["-m", "hydra.run.dir=/runs/a", "seed=1,2"], None),  # a sweep's jobs have their own
+    (["seed=1"], None),
+])  # fmt: skip
+def test_the_run_folder_a_command_line_fixes(args: list[str], fixed: str | None) -> None:
+    """Taken by ``python train.py`` before Hydra writes its ``.hydra/`` snapshot into it."""
+    from tagger.cli.train import fixed_run_dir
+
+    assert fixed_run_dir(args) == (None if fixed is None else Path(fixed))
+
+
 def wait_for(path: Path, proc: subprocess.Popen, seconds: float = 240) -> None:
     deadline = time.monotonic() + seconds
     while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -155,13 +169,10 @@ def wait_for(path: Path, proc: subprocess.Popen, seconds: float = 240) -> None:
 
 
 def files_of(folder: Path) -> dict[str, bytes]:
-    """Every file under ``folder`` and its bytes, but Hydra's ``.hydra/`` snapshot, which
-    Hydra writes before a training starts (so before it can be refused)."""
-    return {
-        str(p.relative_to(folder)): p.read_bytes()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and ".hydra" not in p.relative_to(folder).parts
-    }
+    """Every file under ``folder`` (Hydra's ``.hydra/`` snapshot and log included) and its
+    bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
 
 
 @pytest.mark.slow
@@ -175,7 +186,7 @@ def test_a_second_training_into_a_held_run_folder_is_refused_in_one_line(tmp_pat
     try:
         wait_for(paused, first)  # in epoch 0's validation, with step 10's last.ckpt saved
         before = files_of(run_dir)
-        assert "checkpoints/last.ckpt" in before
+        assert {"checkpoints/last.ckpt", ".hydra/config.yaml", "train.log"} <= set(before)
 
         second = run_cli(*args, cwd=tmp_path)  # the same command again
         assert second.returncode == 2, second.stderr[-2000:]

@@ -6,6 +6,7 @@ codes, sweeps.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import warnings
@@ -14,12 +15,18 @@ from pathlib import Path
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from tagger.callbacks import RunInterrupted
-from tagger.cli.hydra_setup import exit_on_config_error, register_resolvers, run_hydra_entry
+from tagger.cli.hydra_setup import (
+    exit_on_config_error,
+    quote_path_values,
+    register_resolvers,
+    run_hydra_entry,
+)
 from tagger.config import CONFIG_DIR
 from tagger.errors import ConfigError
 from tagger.train import hold_run_folder, record_failure, record_interruption, train
@@ -45,7 +52,8 @@ def hydra_main(cfg: DictConfig) -> float | None:
     still run; a single run exits non-zero (one line for a bad config, a full disk or a NaN
     loss). A run stopped by SIGTERM or SIGINT records ``status: interrupted`` and exits
     with 128 + the signal's number (143, 130), in a sweep too. A run directory that another
-    training holds is refused in one line, and nothing is written to it.
+    training holds is refused in one line, and nothing is written to it (``main`` takes a
+    run directory fixed on the command line even before Hydra writes there).
     """
     torch.set_float32_matmul_precision("high")
     try:
@@ -88,9 +96,37 @@ def _run(cfg: DictConfig) -> float | None:
     return summary["final"].get(cfg.get("optimized_metric", "val/auc"))
 
 
+def fixed_run_dir(args: list[str]) -> Path | None:
+    """The run directory that a single run's command line fixes (``hydra.run.dir=DIR``
+    with no interpolation), else None: a default run directory is new (its name holds a
+    random id), so only a fixed one can be another training's."""
+    if "-m" in args or "--multirun" in args:
+        return None
+    parser = OverridesParser.create()
+    for arg in quote_path_values(args):
+        if "hydra.run.dir=" not in arg:
+            continue
+        try:
+            (override,) = parser.parse_overrides([arg])
+        except Exception:  # Hydra itself will say what is wrong with it
+            return None
+        value = override.value()
+        if override.key_or_group == "hydra.run.dir" and isinstance(value, str):
+            return None if "${" in value else Path(value).absolute()
+    return None
+
+
 def main() -> None:
-    """``python train.py [overrides]``."""
-    run_hydra_entry(hydra_main)
+    """``python train.py [overrides]``. A fixed run directory is taken before Hydra writes
+    its ``.hydra/`` snapshot there, so a refused second training changes nothing in it."""
+    folder = fixed_run_dir(sys.argv[1:])
+    try:
+        held = hold_run_folder(folder) if folder is not None else contextlib.nullcontext()
+    except ConfigError as error:
+        exit_on_config_error(error)
+        raise
+    with held:
+        run_hydra_entry(hydra_main)
 
 
 register_resolvers()
