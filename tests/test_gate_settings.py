@@ -123,6 +123,36 @@ def test_bad_values_of_every_numeric_setting_are_refused_in_one_line(composed) -
     assert "data.train_clips=0" not in accepted and "data.sample_rate=0" not in accepted
 
 
+def _outside(spec: Spec) -> st.SearchStrategy[Any]:
+    """Values ``spec`` must refuse: beyond its bounds, fractions for whole numbers, text."""
+    beyond = st.one_of(st.floats(max_value=spec.low), st.floats(min_value=spec.high),
+                       st.sampled_from([math.nan, math.inf, -math.inf]),
+                       st.integers(max_value=int(spec.low)), st.integers(min_value=int(spec.high)),
+                       st.text(max_size=5), st.booleans())  # fmt: skip
+    fractions = st.floats(spec.low, spec.high).filter(lambda x: x != int(x))
+    return st.one_of(beyond, *([fractions] if spec.kind == "int" else []))
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_generated_bad_values_of_numeric_settings_are_refused(composed, data) -> None:
+    """Any numeric setting of any option, any value outside its spec: refused in one line
+    naming it (or the setting that takes its value from it)."""
+    where, cfg = composed[data.draw(st.integers(0, len(composed) - 1))]
+    keys = sorted(key for key, _ in leaves(cfg) if (spec := spec_for(key)) and spec[1].numeric)
+    key = data.draw(st.sampled_from(keys))
+    spec = spec_for(key)[1]
+    bad = data.draw(_outside(spec))
+    assume(not spec.accepts(bad))
+    trial = copy.deepcopy(cfg)
+    OmegaConf.update(trial, key, bad, force_add=True)
+    with pytest.raises(ConfigError) as error:
+        check_settings(trial)
+    named = _named_key(error.value)
+    assert named == key or dict(leaves(trial))[named]._is_interpolation(), (where, key, bad)
+    assert "\n" not in str(error.value)
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
