@@ -357,6 +357,7 @@ def test_generated_good_flag_values_are_taken(command, flag, spec, data) -> None
         ["models", "baseline", "data.nokey=3"],
         ["check", "data.num_workers=-1"],
         ["bench", "--warmup", "-1"],
+        ["bench", "--device", "foo"],
     ],
 )  # fmt: skip
 def test_the_issues_flags_are_refused_in_one_line(argv: list[str]) -> None:

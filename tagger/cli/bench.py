@@ -60,12 +60,27 @@ ROUNDS = Spec("int", 1, 10_000, unit=" (rounds)")
 STRIDE = Spec("int", 1, 10_000_000, unit=" (samples)")
 
 
+def device(text: str) -> str:
+    """An argparse type: a torch device this machine has (cpu, cuda, cuda:N), else one line."""
+    try:
+        kind = torch.device(text).type
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"must be cpu, cuda or cuda:N, not {text!r}") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: no CUDA GPU is available here (use cpu)")
+    if kind not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"must be cpu, cuda or cuda:N, not {text!r}")
+    return text
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="tagger bench", description=__doc__.split("\n\n")[0])
     main.add_argument("--model", default="baseline", help="a conf/model name")
     main.add_argument("--stride", type=number(STRIDE), default=256,
                       help="first-layer stride = length")  # fmt: skip
-    main.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    main.add_argument("--device", type=device,
+                      default="cuda" if torch.cuda.is_available() else "cpu",
+                      help="cpu, cuda or cuda:N (default: cuda when there is one)")  # fmt: skip
     main.add_argument("--clips", type=number(CLIPS), default=2000,
                       help="clips to generate (the last 10 are the val split)")  # fmt: skip
     main.add_argument("--store", type=Path, help="an existing store instead of generated clips")
