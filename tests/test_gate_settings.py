@@ -355,6 +355,7 @@ def test_generated_good_flag_values_are_taken(command, flag, spec, data) -> None
         ["robustness", "c.ckpt", "--semitones", "100"],
         ["models", "baseline", "data.sample_rate=nan"],
         ["models", "baseline", "data.nokey=3"],
+        ["models", "baseline", "data.subclip_len=10"],  # refused by the network, via Hydra
         ["check", "data.num_workers=-1"],
         ["bench", "--warmup", "-1"],
         ["bench", "--device", "foo"],

@@ -20,7 +20,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from tagger.cli.hydra_setup import check_group_choices, register_resolvers
+from tagger.cli.hydra_setup import check_group_choices, exit_on_config_error, register_resolvers
 from tagger.config import CONFIG_DIR
 from tagger.errors import ConfigError
 from tagger.settings import check_settings
@@ -100,7 +100,7 @@ def main() -> None:
     overrides = [arg for arg in args if "=" in arg]
     try:
         rows = zoo_rows(names, overrides)
-    except ConfigError as error:
-        print(f"tagger: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except Exception as error:  # a ConfigError, possibly wrapped by Hydra's instantiate
+        exit_on_config_error(error)
+        raise
     print(format_table(rows))
