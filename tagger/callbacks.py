@@ -206,6 +206,29 @@ class StoreRunConfig(Callback):
         checkpoint["config"] = self.config
 
 
+@contextmanager
+def _counted_as_ending(trainer: Trainer) -> Iterator[None]:
+    """Inside the block, an epoch that has ended is counted as ending, as it is where a
+    checkpoint callback saves an epoch's end (its last hook, ``on_train_epoch_end``).
+
+    Lightning stops for a signal noted in an epoch's last step or its validation only
+    after counting the epoch completed; a checkpoint of that state resumes into an empty
+    epoch (the data module resumes the next epoch at the position where this one ended).
+    Mid-epoch (the epoch's ``ready`` count one ahead of ``completed``) nothing changes.
+    """
+    progress = trainer.fit_loop.epoch_progress
+    ended = 0 < progress.current.completed == progress.current.ready
+    if ended:
+        progress.current.completed -= 1
+        progress.total.completed -= 1
+    try:
+        yield
+    finally:
+        if ended:
+            progress.current.completed += 1
+            progress.total.completed += 1
+
+
 #: Signals that stop a run cleanly: SIGTERM (schedulers, SLURM, ``timeout``) and SIGINT (Ctrl-C).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -333,7 +356,8 @@ class StopOnSignal(Callback):
         written = {cb.wrote_at(trainer) for cb in trainer.checkpoint_callbacks
                    if isinstance(cb, LastCheckpoint)}  # fmt: skip
         if self.checkpoint.resolve() not in written:
-            trainer.save_checkpoint(self.checkpoint)
+            with _counted_as_ending(trainer):
+                trainer.save_checkpoint(self.checkpoint)
         self.saved = self.checkpoint
 
     def interrupted_after_fit(self, trainer: Trainer) -> RunInterrupted:

@@ -143,14 +143,25 @@ def comparable(metrics: dict) -> dict:
             "global_step": metrics["global_step"]}  # fmt: skip
 
 
-def stop_and_resume(tmp_path: Path, callback: list[str], signals: list[signal.Signals]) -> dict:
-    """Start EARLY in a subprocess with the pausing ``callback`` overrides (which get
+#: RUN without callbacks: no checkpoint but the one a signal saves.
+BARE = [*(a for a in RUN if not a.startswith(("~callbacks", "callbacks."))), "callbacks=none"]
+
+
+@pytest.fixture(scope="module")
+def straight_bare(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The summary of BARE never interrupted."""
+    return train(compose_config("train", tmp_path_factory.mktemp("straight_bare"), BARE))
+
+
+def stop_and_resume(tmp_path: Path, callback: list[str], signals: list[signal.Signals],
+                    config: list[str] = EARLY) -> dict:  # fmt: skip
+    """Start ``config`` (EARLY) in a subprocess with the pausing ``callback`` overrides (which get
     ``marker`` and ``go``), send ``signals`` once it pauses, let it go on, and wait for it
     to stop; then run the same command with ``ckpt_path=auto`` to its end. Returns the
     stopped process's ``returncode`` and ``stderr``, the (epoch, global step) of the
     ``last.ckpt`` it left (``saved``), the ``run_dir`` and the resumed run's ``metrics``."""
     run_dir, marker, go = tmp_path / "stopped", tmp_path / "paused", tmp_path / "go"
-    args = [str(REPO_ROOT / "train.py"), *EARLY, f"hydra.run.dir={run_dir}", "ckpt_path=auto"]
+    args = [str(REPO_ROOT / "train.py"), *config, f"hydra.run.dir={run_dir}", "ckpt_path=auto"]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HYDRA_FULL_ERROR": "0"}
     proc = subprocess.Popen(
         [sys.executable, *args, *callback, f"+callbacks.pause.marker={marker}",
@@ -197,6 +208,21 @@ def test_a_signal_during_validation_lets_it_end_then_stops_and_auto_resume_gives
     assert f"tagger: stopped by {signum.name} at step 12 (epoch 1); resume " in run["stderr"]
     assert run["saved"] == (0, 12)  # epoch 0's end, validated
     assert comparable(run["metrics"]) == comparable(straight_early)
+
+
+@pytest.mark.slow
+def test_without_checkpoint_callbacks_the_signals_checkpoint_resumes_after_the_epoch(
+    tmp_path: Path, straight_bare: dict
+) -> None:
+    """With no LastCheckpoint, the checkpoint the stop saves is the epoch's end: Lightning
+    stops after counting the epoch completed, and that state used to resume into an
+    empty epoch."""
+    pause = [f"+callbacks.pause._target_={__name__}.PauseIn", "+callbacks.pause.stage=validate",
+             "+callbacks.pause.batch=1"]  # fmt: skip
+    run = stop_and_resume(tmp_path, pause, [signal.SIGTERM], BARE)
+    assert run["returncode"] == 143, run["stderr"][-3000:]
+    assert run["saved"] == (0, 12)
+    assert comparable(run["metrics"]) == comparable(straight_bare)
 
 
 @pytest.mark.slow
