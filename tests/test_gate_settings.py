@@ -16,6 +16,7 @@ import copy
 import importlib
 import io
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -472,3 +473,45 @@ def test_a_checkpoints_stored_settings_pass_the_schema(checkpoint: Path, tmp_pat
     assert str(error.value).startswith(f"checkpoint {crafted}: ") and message in str(error.value)
     assert "\n" not in str(error.value)
     load_trained(checkpoint)  # the real one loads
+
+
+# --- overrides Hydra cannot compose, configs a class refuses ------------------------------
+
+#: Overrides that pass no setting's range but that Hydra or the built class refuses.
+HYDRA_REFUSED = st.one_of(
+    st.builds(lambda k: f"+data.{k}=1", st.from_regex(r"[a-z]{3,8}", fullmatch=True)),
+    st.builds(lambda k: f"+model.net.{k}=1", st.from_regex(r"[a-z]{3,8}", fullmatch=True)),
+    st.builds(lambda k: f"{k}=1", st.from_regex(r"nokey_[a-z]{1,6}", fullmatch=True)),
+    st.builds(lambda n: f"model.net.filters=[{','.join(['8'] * n)}]",
+              st.sampled_from([0, 1, 2, 4])),
+    st.sampled_from(["data.batch_size=[1,2", "trainer.accumulate_grad_batches=2",
+                     "model.net=3", "optimizer=", "data.sample_rate=${nope}"]),
+)  # fmt: skip
+
+
+@settings(max_examples=12, deadline=None)
+@given(override=HYDRA_REFUSED)
+def test_overrides_hydra_or_a_class_refuses_are_one_line(
+    tmp_path_factory: pytest.TempPathFactory, override: str
+) -> None:
+    """``train.py`` in process: exit 2 and one ``tagger: error:`` line naming the cause,
+    whether Hydra cannot compose the override or the class it builds refuses it."""
+    from tagger.cli import train as train_cli
+
+    run_dir = tmp_path_factory.mktemp("hydra_refused")
+    argv = ["train.py", override, f"hydra.run.dir={run_dir}", *TINY]
+    err = io.StringIO()
+    old, full_error = sys.argv, os.environ.pop("HYDRA_FULL_ERROR", None)  # that shows all
+    sys.argv = argv
+    try:
+        with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as stop:
+            train_cli.main()
+    finally:
+        sys.argv = old
+        if full_error is not None:
+            os.environ["HYDRA_FULL_ERROR"] = full_error
+    lines = err.getvalue().strip().splitlines()
+    assert stop.value.code == 2, (override, err.getvalue()[-1000:])
+    assert len(lines) == 1 and lines[0].startswith("tagger: error: "), (override, lines)
+    assert "Traceback" not in err.getvalue()
+    assert not (run_dir / "checkpoints").exists()

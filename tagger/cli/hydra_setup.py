@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import secrets
 import sys
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
+from hydra.errors import HydraException, InstantiationException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
@@ -32,14 +33,54 @@ from tagger.run_files import describe_os_error
 HYDRA_ELSEWHERE = "paths.log_dir=DIR or hydra.run.dir=DIR"
 
 
-def exit_on_config_error(error: Exception) -> None:
-    """Print a ``ConfigError`` behind ``error`` as one line and exit with status 2; else,
-    an ``OSError`` behind it with status 1 (``exit_on_os_error``); else return."""
+def exit_on_config_error(error: Exception, elsewhere: str = "") -> None:
+    """Print a ``ConfigError`` behind ``error``, or a config Hydra cannot compose or build
+    (``hydra_config_error``), as one line and exit with status 2; else, an ``OSError``
+    behind it with status 1 (``exit_on_os_error``); else return."""
     config_error = find_config_error(error)
-    if config_error is not None:
-        print(f"tagger: error: {config_error}", file=sys.stderr)
+    line = str(config_error) if config_error is not None else hydra_config_error(error)
+    if line is not None:
+        print(f"tagger: error: {line}", file=sys.stderr)
         raise SystemExit(2) from None
-    exit_on_os_error(error)
+    exit_on_os_error(error, elsewhere)
+
+
+def _chain(error: BaseException | None) -> list[BaseException]:
+    """``error`` and the exceptions behind it, outermost first."""
+    chain = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
+def hydra_config_error(error: BaseException) -> str | None:
+    """One line for a config that Hydra could not compose (an unknown key, a bad override)
+    or whose object could not be built (a class refusing its arguments), or None.
+
+    With ``HYDRA_FULL_ERROR=1`` None, so Hydra shows the whole traceback for debugging.
+    """
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return None
+    chain = _chain(error)
+    built = [e for e in chain if isinstance(e, InstantiationException)]
+    if built:
+        targets = re.findall(r"call to target '([^']+)'", str(built[-1]))
+        cause = chain[-1]
+        reason = (str(cause).splitlines() or [""])[0]
+        what = f"{type(cause).__name__}: {reason}" if cause is not built[-1] else reason
+        target = targets[0] if targets else "an object"
+        return f"the config cannot build {target}: {what} (check its settings)"
+    for e in chain:
+        if isinstance(e, (HydraException, OmegaConfBaseException)):
+            lines = [line.strip() for line in str(e).splitlines()]
+            kept = [line for line in lines if line and not line.startswith(NOISE)]
+            return f"bad override or config: {' '.join(kept) or type(e).__name__}"
+    return None
+
+
+#: Lines of Hydra's and OmegaConf's messages that repeat what the first lines said.
+NOISE = ("full_key:", "object_type=", "reference_type=", "Set the environment variable")
 
 
 def find_os_error(error: BaseException | None) -> OSError | None:
@@ -71,9 +112,10 @@ def exit_on_os_error(error: BaseException, elsewhere: str = "") -> None:
 
 @contextlib.contextmanager
 def os_errors_in_one_line(elsewhere: str = "") -> Iterator[None]:
-    """Within, an ``OSError`` that reaches Hydra's own error report (which prints a
-    traceback and exits 1) is one line instead (``exit_on_os_error``): creating the run or
-    sweep directory, writing ``.hydra/`` and the log file, or raised by the job itself.
+    """Within, an error that reaches Hydra's own error report (which prints a traceback
+    and exits 1) is one line instead: a config Hydra cannot compose or build, status 2
+    (``exit_on_config_error``); an ``OSError``, status 1 (``exit_on_os_error``): creating
+    the run or sweep directory, writing ``.hydra/`` and the log file, or raised by the job.
 
     Hydra 1.3 has no hook for this; its reporter, ``hydra._internal.utils.run_and_report``,
     is wrapped for the duration and restored after.
@@ -85,7 +127,7 @@ def os_errors_in_one_line(elsewhere: str = "") -> Iterator[None]:
             try:
                 return func()
             except Exception as error:
-                exit_on_os_error(error, elsewhere)
+                exit_on_config_error(error, elsewhere)
                 raise
 
         return report(guarded)
