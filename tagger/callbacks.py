@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -281,6 +282,7 @@ class StopOnSignal(Callback):
         self._held_handlers: dict[int, Any] | None = None  # while holding signals
         self._pending: int | None = None  # a signal held
         self._noted = False  # whether Lightning had noted it before the validation
+        self._pid = os.getpid()  # forked workers inherit the handlers, not the job
 
     @contextmanager
     def handling_signals(self) -> Iterator[StopOnSignal]:
@@ -298,6 +300,8 @@ class StopOnSignal(Callback):
                 signal.signal(signum, handler)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != self._pid:  # a forked DataLoader worker (Ctrl-C reaches it too)
+            return
         self.signum = self.signum or signum
         lightning = signal.getsignal(signal.SIGTERM)
         if lightning == self._handle:  # no Trainer is running: stop now
@@ -329,6 +333,8 @@ class StopOnSignal(Callback):
             handler(pending, None)
 
     def _hold(self, signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != self._pid:  # a forked DataLoader worker: its parent stops it
+            return
         if self._pending is not None:  # the second: stop now
             raise RunInterrupted(self._pending, None, *self.where)
         self._pending = signum
