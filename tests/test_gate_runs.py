@@ -28,10 +28,14 @@ import os, sys, time
 from pathlib import Path
 from tagger.lock import ProcessLock
 lock = ProcessLock(Path(sys.argv[1]), lambda holder: holder)
+ready, started = os.pipe()
 child = os.fork() if sys.argv[2] == "fork" else 0
 if child == 0 and sys.argv[2] == "fork":
+    os.write(started, b"x")  # os.fork has returned here: the fork hooks have run
     time.sleep(60)
     os._exit(0)
+if child:
+    os.read(ready, 1)
 print("held", child, flush=True)
 time.sleep(60)
 """
