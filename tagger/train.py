@@ -254,6 +254,8 @@ def record_failure(cfg: DictConfig, error: Exception) -> str:
     config_error = find_config_error(error)
     if config_error is not None:
         reason = str(config_error)
+    elif isinstance(error, OutputError):  # already one line naming the file
+        reason = str(error)
     elif not isinstance(error, FloatingPointError):
         reason = f"{type(error).__name__}: {error}"
     else:
