@@ -188,7 +188,7 @@ def test_one_name_for_the_first_layer_from_the_command_line_to_the_network(
 
 
 def test_one_callback_writes_last_ckpt_at_epochs_and_every_n_steps(tmp_path) -> None:
-    overrides = ["callbacks.step_checkpoint.every_n_train_steps=3"]  # the README's override
+    overrides = ["callbacks.step_checkpoint.every_n_train_steps=3"]  # docs/training.md's override
     cfg = compose_config("train", tmp_path, overrides)
     checkpoints = [instantiate(node) for node in cfg.callbacks.values()
                    if "Checkpoint" in node._target_]  # fmt: skip

@@ -43,7 +43,7 @@ def write_marker(*args: Any, path: str = "", **kwargs: Any) -> None:
 
 
 class TinyNet(nn.Sequential):
-    """A user's own network (as in the README): raw audio [N, 1, T] -> logits [N, K]."""
+    """A user's own network (as in docs/install.md): raw audio [N, 1, T] -> logits [N, K]."""
 
     def __init__(self, num_tags: int, filters: int = 4) -> None:
         super().__init__(
