@@ -54,16 +54,18 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from hydra.utils import instantiate
 from lightning import Callback, LightningModule, Trainer
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from tagger import perturb
+from tagger.config import CONFIG_DIR
 from tagger.errors import ConfigError
 from tagger.settings import check_settings
 
@@ -71,20 +73,19 @@ FILTER_KINDS = ("lowpass", "highpass", "bandpass")
 PITCH_METHODS = ("speed", "vocoder")
 #: noise: the offsets, in samples, at which windows cut their noise from a batch's sequence
 NOISE_SPREAD = 8192
-#: each transform's settings and their defaults (conf/augment/none.yaml holds the same)
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "gain": {"p": 0.0, "db": [-6.0, 6.0]},
-    "polarity": {"p": 0.0},
-    "mixup": {"p": 0.0, "alpha": 0.4},
-    "filter": {
-        "p": 0.0,
-        "kinds": list(FILTER_KINDS),
-        "lowpass_hz": [2000.0, 5000.0],
-        "highpass_hz": [100.0, 1000.0],
-    },
-    "pitch": {"p": 0.0, "semitones": [-2.0, -1.0, 1.0, 2.0], "method": "speed"},
-    "noise": {"p": 0.0, "snr_db": [10.0, 40.0]},
-}
+#: the transforms, in the order a batch goes through them (``Augment``'s arguments)
+TRANSFORMS = ("gain", "polarity", "mixup", "filter", "pitch", "noise")
+
+
+def _defaults() -> dict[str, dict[str, Any]]:
+    """Each transform's settings and their values where a config leaves them out: those of
+    ``conf/augment/none.yaml``, which says them once (every ``p`` 0; the presets start from it)."""
+    none = OmegaConf.load(Path(CONFIG_DIR) / "augment" / "none.yaml")
+    return {name: OmegaConf.to_container(none[name]) for name in TRANSFORMS}
+
+
+#: each transform's settings and their defaults, read from ``conf/augment/none.yaml``
+DEFAULTS: dict[str, dict[str, Any]] = _defaults()
 
 
 def _range(name: str, value: Any) -> tuple[float, float]:
@@ -145,7 +146,8 @@ class Augment(Callback):
         seed: the run's seed (None: 0); draws depend on (seed, step, accumulation index,
             rank).
         gain, polarity, mixup, filter, pitch, noise: each transform's ``p`` and range,
-            keys as in ``DEFAULTS`` (missing keys take those values).
+            keys as in ``DEFAULTS`` (missing keys take those of
+            ``conf/augment/none.yaml``).
     """
 
     def __init__(
