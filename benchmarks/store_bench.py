@@ -3,15 +3,15 @@
     python benchmarks/store_bench.py [--sizes 500 2000] [--dir outputs/store_bench] [--keep]
 
 For each size N it writes N MTAT-sized clips (349,500 samples: 29.125 s at 12 kHz) both
-as a clip store (tagger/data/store.py) and as separate float32 .npy files read by the
-coursework reader (tagger/data/coursework.py), then reads each in a fresh subprocess
-the way training does: ``ClipDataset`` items of [10, 1, 34950] in random batches of
-10, one pass over all N clips with the files evicted from the page cache (cold, as
-from disk), then a second pass (warm, from the page cache). It prints bytes per clip,
-clips/s for both passes and the subprocess's peak resident memory (ru_maxrss), next
-to the peak of a subprocess that imports the same modules and reads nothing. Each
-case runs ``--repeats`` times: the best throughput and the highest peak are shown.
-The written files are deleted at the end unless ``--keep``.
+as a clip store (written by tagger/prepare/writer.py, read by tagger/data/store.py) and
+as separate float32 .npy files read by the coursework reader (tagger/data/coursework.py),
+then reads each in a fresh subprocess the way training does: ``ClipDataset`` items of
+[10, 1, 34950] in random batches of 10, one pass over all N clips with the files evicted
+from the page cache (cold, as from disk), then a second pass (warm, from the page cache).
+It prints bytes per clip, clips/s for both passes and the subprocess's peak resident
+memory (ru_maxrss), next to the peak of a subprocess that imports the same modules and
+reads nothing. Each case runs ``--repeats`` times: the best throughput and the highest
+peak are shown. The written files are deleted at the end unless ``--keep``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from tagger.data.coursework import CLIP_SAMPLES, NpyClipFiles  # noqa: E402
-from tagger.data.store import ClipStore, StoreClip, StorePlan, StoreWriter  # noqa: E402
+from tagger.data.store import ClipStore  # noqa: E402
+from tagger.prepare.writer import StoreClip, StorePlan, StoreWriter  # noqa: E402
 
 BATCH, N_SUBCLIPS, SUBCLIP_LEN, TAGS = 10, 10, 34_950, 50
 

@@ -39,8 +39,8 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from tagger.aggregation import clip_loss
 from tagger.augment import augment_callbacks
 from tagger.data.coursework import CLIP_SAMPLES
-from tagger.data.store import StoreClip, StorePlan, StoreWriter
 from tagger.module import TaggingModule, build_module
+from tagger.prepare.writer import StoreClip, StorePlan, StoreWriter
 from tagger.train import instantiate_all
 
 #: clips in an MTAT training epoch (the coursework split)

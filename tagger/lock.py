@@ -4,9 +4,22 @@ on Linux, the children it forks.
 ``ProcessLock(path, busy)`` takes an exclusive ``flock`` on ``path`` (created, and holding
 the pid) at once, or raises ``LockBusyError`` with ``busy("pid N")``, naming the holder:
 one writer at a time. The OS drops the lock when its process ends, so a killed holder
-never leaves a stale lock. A forked child (a DataLoader worker) would share the lock and
-keep it past its parent's death; each one closes its copy as it starts. Within one
-process the lock is re-entrant: taking it again only counts.
+never leaves a stale lock. A forked child (a DataLoader worker, a decoding process of
+``tagger prepare``) would share the lock and keep it past its parent's death; each one
+closes its copy as it starts. Within one process the lock is re-entrant (taking it again
+only counts), unless it is taken with ``reentrant=False`` (a store's writer: a second
+writer in the same process is refused too). The one lock of run folders, checkpoint
+folders (``tagger.train``) and clip stores (``tagger.prepare.writer``).
+
+Why not the ``filelock`` library: measured with filelock 4.3.1 (the version torch
+installs; ``FileLock`` is its ``flock`` lock), it keeps two of the guarantees (a killed
+holder's lock is free at once; a child forked by the holder does not keep it once its fork
+hooks have run) but not the third: a refused second holder learns nothing of the first
+(the error says only that the lock "could not be acquired", the lock file stays empty and
+its ``pid`` attribute raises AttributeError), so the one-line refusal could not name the
+pid. It also leaves the lock file behind after release. Writing the pid into the file and
+deleting it safely on release is most of the code below (the inode check of
+``_is_file_at``), so filelock would save nothing.
 
 ``children_end_with_this_process()``: the children that the calling thread forks inside
 the block (DataLoader workers) are killed by the OS when this process ends, instead of
@@ -105,12 +118,15 @@ def _is_file_at(fd: int, path: Path) -> bool:
 class ProcessLock:
     """An exclusive ``flock`` on the file ``path``, which holds the pid; ``release`` (or the
     end of a ``with`` block) unlocks and deletes it. ``busy(holder)`` is the one-line
-    message of the ``LockBusyError`` raised when another process holds it."""
+    message of the ``LockBusyError`` raised when another process holds it, or with
+    ``reentrant=False`` this one already does."""
 
-    def __init__(self, path: Path, busy: Callable[[str], str]) -> None:
+    def __init__(self, path: Path, busy: Callable[[str], str], reentrant: bool = True) -> None:
         self.path = Path(os.path.realpath(path))
         self._taken = False
         if self.path in _held:
+            if not reentrant:
+                raise LockBusyError(busy(f"pid {os.getpid()}"))
             _held[self.path][1] += 1
             self._taken = True
             return
@@ -130,7 +146,8 @@ class ProcessLock:
         try:
             os.ftruncate(fd, 0)  # a killed holder's pid may still be there
             os.write(fd, f"{os.getpid()}\n".encode())
-        except OSError:
+        except OSError:  # e.g. a full disk: leave no empty lock file behind
+            self.path.unlink(missing_ok=True)
             os.close(fd)
             raise
         _held[self.path] = [fd, 1]

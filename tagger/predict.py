@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 from tagger.aggregation import clip_probabilities
-from tagger.data.audio import read_audio
 from tagger.errors import ConfigError
 from tagger.figures import plot_taggram
 from tagger.module import TaggingModule, load_trained
+from tagger.prepare.audio import read_audio
 from tagger.run_files import OutputError, write_text
 
 #: Files a folder argument contributes (case-insensitive suffixes).
@@ -216,7 +216,7 @@ class Tagger:
     @torch.inference_mode()
     def tag(self, path: Path, hop: int | None = None) -> Prediction:
         """Tag one file; with ``hop`` (samples, 1 to the window length) also its taggram,
-        from windows ``hop`` samples apart. Raises ``tagger.data.audio.AudioError`` if the
+        from windows ``hop`` samples apart. Raises ``tagger.prepare.audio.AudioError`` if the
         file cannot be decoded."""
         samples, truncated = read_audio(path, self.sample_rate)
         logits = self._window_logits(windows(samples, self.window))  # [n, K]

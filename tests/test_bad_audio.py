@@ -12,9 +12,9 @@ import soundfile
 
 from tagger.cli import predict as predict_cli
 from tagger.cli.prepare import prepare
-from tagger.data.audio import AudioError, read_audio
 from tagger.data.store import ClipStore
 from tagger.predict import Prediction
+from tagger.prepare.audio import AudioError, read_audio
 from tests.fixtures_mtat import tones, write_folder
 
 

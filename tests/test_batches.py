@@ -13,9 +13,10 @@ from torch.utils.data import DataLoader, default_convert
 from tagger.data.clips import BadClipError, ClipDataset, RandomWindows
 from tagger.data.coursework import CLIP_SAMPLES, NpyClipFiles
 from tagger.data.sources import ArrayClips, ClipSource
-from tagger.data.store import ClipStore, StoreClip, StorePlan, StoreWriter
+from tagger.data.store import ClipStore
 from tagger.data.store_data import StoreDataModule
 from tagger.errors import ConfigError
+from tagger.prepare.writer import StoreClip, StorePlan, StoreWriter
 
 N_CLIPS, N_SUBCLIPS, SUBCLIP_LEN = 6, 3, 1000
 KINDS = ["array", "store", "npy_files"]

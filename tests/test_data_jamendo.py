@@ -12,11 +12,11 @@ import pytest
 
 from tagger.cli.hydra_setup import compose_run_config as compose_config
 from tagger.cli.prepare import prepare
-from tagger.data.jamendo import SUBSETS, jamendo_plan, read_split_file, split_file
 from tagger.data.store import ClipStore
 from tagger.errors import ConfigError
 from tagger.evaluate import evaluate
 from tagger.metrics import category_means, tag_categories
+from tagger.prepare.jamendo import SUBSETS, jamendo_plan, read_split_file, split_file
 from tests.conftest import REPO_ROOT, run_cli
 from tests.fixtures_jamendo import HEADER, Jamendo, write_jamendo
 

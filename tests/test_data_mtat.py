@@ -13,10 +13,10 @@ import soundfile
 from scipy.signal import resample_poly
 
 from tagger.cli.prepare import prepare
-from tagger.data.audio import TRUNCATION_TOLERANCE, _truncation, allowed_shortfall, read_audio
 from tagger.data.store import ClipStore
 from tagger.data.tagsets import MERGED50, MTAT_COLUMNS, TOP50
 from tagger.errors import ConfigError
+from tagger.prepare.audio import TRUNCATION_TOLERANCE, _truncation, allowed_shortfall, read_audio
 from tests.conftest import run_cli
 from tests.fixtures_mtat import (
     CORRUPT_MP3,

@@ -15,19 +15,19 @@ import pytest
 import soundfile
 
 from tagger.cli.prepare import prepare
-from tagger.data import build
 from tagger.data.clips import ClipDataset, RandomWindows
 from tagger.data.sampler import EpochShuffleSampler
 from tagger.data.sources import ArrayClips
 from tagger.data.store import ClipStore, partial_dir
 from tagger.data.store_data import StoreDataModule
 from tagger.errors import ConfigError
+from tagger.prepare import build
 from tests.conftest import REPO_ROOT, run_cli
 from tests.fixtures_mtat import tones, write_raw_mtat
 
 #: Decodes as ``tagger prepare`` does, but 50 ms slower per file, so it can be killed midway.
 SLOW_PREPARE = (
-    "import sys, time; from tagger.data import build; decode = build.decode_or_reason; "
+    "import sys, time; from tagger.prepare import build; decode = build.decode_or_reason; "
     "build.decode_or_reason = lambda *a: (time.sleep(0.05), decode(*a))[1]; "
     "from tagger.cli.prepare import main; main()"
 )

@@ -30,11 +30,11 @@ from hypothesis import strategies as st
 from tagger.cli.main import main as tagger_main
 from tagger.confine import NAMED_PROBLEMS, confine_all, confined
 from tagger.data.coursework import CourseworkDataModule
-from tagger.data.folder import folder_plan
-from tagger.data.jamendo import jamendo_plan
-from tagger.data.mtat import ANNOTATIONS, mtat_plan
 from tagger.data.tagsets import MERGED50, MTAT_COLUMNS
 from tagger.errors import ConfigError
+from tagger.prepare.folder import folder_plan
+from tagger.prepare.jamendo import jamendo_plan
+from tagger.prepare.mtat import ANNOTATIONS, mtat_plan
 
 EXAMPLES = settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

@@ -12,9 +12,9 @@ import pytest
 import soundfile
 import torch
 
-from tagger.data.audio import decode
 from tagger.module import load_trained
 from tagger.predict import Tagger, audio_files, windows
+from tagger.prepare.audio import decode
 from tests.conftest import REPO_ROOT, TINY, compose_config
 
 pytestmark = pytest.mark.slow  # trains a checkpoint, then starts `tagger predict` 3 times

@@ -9,28 +9,22 @@ import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tagger.cli import prepare as prepare_cli
-from tagger.data.audio import decode_clip
-from tagger.data.store import (
-    ClipStore,
-    StoreBusyError,
-    WriterLock,
-    drop_inherited_lock,
-    lock_path,
-    partial_dir,
-)
+from tagger.data.store import ClipStore, partial_dir
+from tagger.lock import LockBusyError
+from tagger.prepare.audio import decode_clip
+from tagger.prepare.writer import lock_path, writer_lock
 from tests.conftest import REPO_ROOT
 from tests.test_data_store import folder_args, write_many
 
 #: ``tagger prepare`` that decodes 0.1 s slower per file, so that its run takes seconds.
 SLOWER_PREPARE = (
-    "import time; from tagger.data import build; decode = build.decode_or_reason; "
+    "import time; from tagger.prepare import build; decode = build.decode_or_reason; "
     "build.decode_or_reason = lambda *a: (time.sleep(0.1), decode(*a))[1]; "
     "from tagger.cli.prepare import main; main()"
 )
@@ -149,23 +143,50 @@ def test_an_impossible_out_is_one_line(
     assert not lock_path(out).exists() and empty_files(tmp_path) == []
 
 
+#: Holds the writer lock of the store argv[1], forks a decoding process (a process pool's
+#: worker, as ``build_store`` does) that then sleeps, prints its pid and sleeps until killed.
+LOCKED_WRITER = """
+import os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from tagger.prepare.writer import writer_lock
+lock = writer_lock(Path(sys.argv[1]))
+pool = ProcessPoolExecutor(1)
+worker = pool.submit(os.getpid).result()  # forked holding the lock's descriptor
+pool.submit(time.sleep, 60)
+print(worker, flush=True)
+time.sleep(60)
+"""
+
+
 def test_decoding_workers_do_not_hold_the_lock(tmp_path: Path) -> None:
-    lock = WriterLock(tmp_path / "store")
-    inherited = (lock.fd, str(lock.path))
-    with ProcessPoolExecutor(1, initializer=drop_inherited_lock, initargs=inherited) as pool:
-        assert pool.submit(os.getpid).result() != os.getpid()  # a worker, forked holding the fd
-        os.close(lock.fd)  # this process lets go, as when it is killed
-        again = WriterLock(tmp_path / "store")  # the live worker does not keep it locked
+    out = tmp_path / "store"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    holder = subprocess.Popen([sys.executable, "-c", LOCKED_WRITER, str(out)], env=env,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    worker = int(holder.stdout.readline())
+    try:
+        assert worker != holder.pid
+        with pytest.raises(LockBusyError, match=rf"\(pid {holder.pid}\)"):
+            writer_lock(out)
+        holder.kill()  # the writer lets go, as when it is killed
+        holder.wait()
+        assert alive(worker)
+        again = writer_lock(out)  # the live worker does not keep it locked
         again.release()
-    first = WriterLock(tmp_path / "other")  # a second lock of one store, even in one process
-    with pytest.raises(StoreBusyError, match=rf"\(pid {os.getpid()}\)"):
-        WriterLock(tmp_path / "other")
+        assert alive(worker)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker, signal.SIGKILL)
+    first = writer_lock(tmp_path / "other")  # a second lock of one store, even in one process
+    with pytest.raises(LockBusyError, match=rf"\(pid {os.getpid()}\)"):
+        writer_lock(tmp_path / "other")
     first.release()
 
 
 def test_the_lock_file_of_a_killed_writer_does_not_block(tmp_path: Path) -> None:
     lock_path(tmp_path / "store").write_text("4194303999\n")  # left by a writer killed -9
-    lock = WriterLock(tmp_path / "store")
+    lock = writer_lock(tmp_path / "store")
     assert lock_path(tmp_path / "store").read_text() == f"{os.getpid()}\n"
     lock.release()
     assert not lock_path(tmp_path / "store").exists()
@@ -175,7 +196,7 @@ def test_the_lock_file_of_a_killed_writer_does_not_block(tmp_path: Path) -> None
 #: of ``__main__``, so that forked workers can be sent it), so that they are caught working.
 SLOW_WORKERS_PREPARE = "\n".join([
     "import time",
-    "from tagger.data import build",
+    "from tagger.prepare import build",
     "decode = build.decode_or_reason",
     "def slow(*args):",
     "    time.sleep(0.5)",

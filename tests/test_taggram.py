@@ -15,10 +15,10 @@ import torch
 from matplotlib.image import imread
 
 from tagger.cli.predict import parse_args
-from tagger.data.audio import decode
 from tagger.figures import plot_taggram
 from tagger.module import load_trained
 from tagger.predict import taggram_names, windows
+from tagger.prepare.audio import decode
 from tests.conftest import REPO_ROOT, TINY, compose_config
 
 RATE = 12_000  # the TINY checkpoint's sample rate; its windows are 4,096 samples

@@ -14,12 +14,13 @@ import torch
 
 from tagger.check import check_data
 from tagger.cli.prepare import prepare
-from tagger.data import build
 from tagger.data.clips import ClipDataset, EveryWindow, RandomWindows, spread_starts
 from tagger.data.sampler import EpochShuffleSampler
-from tagger.data.store import ClipStore, StoreClip, StorePlan, partial_dir
+from tagger.data.store import ClipStore, partial_dir
 from tagger.data.store_data import StoreDataModule
 from tagger.errors import ConfigError
+from tagger.prepare import build
+from tagger.prepare.writer import StoreClip, StorePlan
 from tagger.train import train
 from tests.conftest import compose_config
 from tests.fixtures_mtat import tones

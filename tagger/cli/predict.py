@@ -29,7 +29,6 @@ import torch
 
 from tagger.cli.args import SECONDS, TOP_K, number
 from tagger.cli.trust import add_trust_option, trusted
-from tagger.data.audio import AudioError
 from tagger.errors import ConfigError
 from tagger.predict import (
     AUDIO_SUFFIXES,
@@ -39,6 +38,7 @@ from tagger.predict import (
     taggram_names,
     write_taggram,
 )
+from tagger.prepare.audio import AudioError
 
 
 def render_table(predictions: list[Prediction], tag_names: list[str], top_k: int) -> str:

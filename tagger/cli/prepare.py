@@ -37,12 +37,13 @@ from tagger.cli.args import (
     number,
     seconds_or_none,
 )
-from tagger.data.build import Terminated, available_cores, build_store
-from tagger.data.folder import folder_plan
-from tagger.data.jamendo import SUBSETS, jamendo_plan
-from tagger.data.mtat import mtat_plan
-from tagger.data.store import META_FILE, TRUNCATED_POLICIES, StorePlan
+from tagger.data.store import META_FILE
 from tagger.errors import ConfigError
+from tagger.prepare.build import Terminated, available_cores, build_store
+from tagger.prepare.folder import folder_plan
+from tagger.prepare.jamendo import SUBSETS, jamendo_plan
+from tagger.prepare.mtat import mtat_plan
+from tagger.prepare.writer import TRUNCATED_POLICIES, StorePlan
 
 
 def parser() -> argparse.ArgumentParser:

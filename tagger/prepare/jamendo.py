@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from tagger.confine import confine_all
-from tagger.data.folder import track_limits
-from tagger.data.store import StoreClip, StorePlan
 from tagger.errors import ConfigError
 from tagger.metrics import CATEGORY_SEPARATOR, tag_categories
+from tagger.prepare.folder import track_limits
+from tagger.prepare.writer import StoreClip, StorePlan
 
 #: ``--subset`` -> the stem of its split files (``all``: every tag, ``autotagging``).
 SUBSETS = {

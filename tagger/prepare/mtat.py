@@ -17,9 +17,9 @@ import numpy as np
 
 from tagger.confine import confine_all
 from tagger.data.splits import split_rule
-from tagger.data.store import StoreClip, StorePlan
 from tagger.data.tagsets import MTAT_COLUMNS, tagset
 from tagger.errors import ConfigError
+from tagger.prepare.writer import StoreClip, StorePlan
 
 ANNOTATIONS = "annotations_final.csv"
 HEADER = ("clip_id", *MTAT_COLUMNS, "mp3_path")

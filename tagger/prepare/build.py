@@ -21,8 +21,8 @@ from types import FrameType
 import numpy as np
 from tqdm import tqdm
 
-from tagger.data.audio import AudioError, fit_length, middle, read_audio, to_int16
-from tagger.data.store import StorePlan, StoreWriter, drop_inherited_lock
+from tagger.prepare.audio import AudioError, fit_length, middle, read_audio, to_int16
+from tagger.prepare.writer import StorePlan, StoreWriter
 
 #: ``prctl`` option: the signal a process gets when its parent ends (linux/prctl.h).
 _PR_SET_PDEATHSIG = 1
@@ -78,12 +78,6 @@ def _watch_parent(parent: int) -> None:
     while os.getppid() == parent:
         threading.Event().wait(1.0)
     os._exit(1)
-
-
-def _init_worker(parent: int, lock_fd: int, lock_file: str) -> None:
-    """A decoding process's initializer: ``die_with_parent``, then ``drop_inherited_lock``."""
-    die_with_parent(parent)
-    drop_inherited_lock(lock_fd, lock_file)
 
 
 class Terminated(KeyboardInterrupt):
@@ -155,7 +149,7 @@ def build_store(
         plan: the clips, tags and format (see ``StorePlan``).
         out: the store directory; built in ``out.partial`` and renamed when complete. An
             existing ``out.partial`` from an interrupted run with the same plan is resumed.
-            Raises ``StoreBusyError`` at once while another process writes ``out``.
+            Raises ``LockBusyError`` at once while another process writes ``out``.
         workers: decoding processes (default: every available core; 0 or 1 decodes in
             this process).
         chunk: files decoded between two commits (default 8 per worker); a killed run
@@ -180,9 +174,8 @@ def _write_clips(writer: StoreWriter, workers: int, chunk: int) -> None:
     """Decode and commit the plan's clips from the writer's ``next_index`` on."""
     plan, start = writer.plan, writer.next_index
     bar = tqdm(total=len(plan.clips), initial=start, unit="file", desc=f"prepare {writer.out.name}")
-    initargs = (os.getpid(), writer.lock.fd, str(writer.lock.path))
-    executor = (
-        ProcessPoolExecutor(workers, initializer=_init_worker, initargs=initargs)
+    executor = (  # forked workers close their copy of the writer's lock (tagger.lock)
+        ProcessPoolExecutor(workers, initializer=die_with_parent, initargs=(os.getpid(),))
         if workers > 1
         else None
     )

@@ -18,8 +18,8 @@ import numpy as np
 
 from tagger.confine import confine_all
 from tagger.data.splits import SPLIT_NAMES, seeded_split
-from tagger.data.store import DEFAULT_MIN_SECONDS, StoreClip, StorePlan
 from tagger.errors import ConfigError
+from tagger.prepare.writer import DEFAULT_MIN_SECONDS, StoreClip, StorePlan
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
