@@ -1,25 +1,21 @@
 """The package's structure: imports run one way, and importing the library changes nothing.
 
-The layers (docs/architecture.md), each importing only from its own or the ones below it:
-
-1. bottom: ``tagger.errors`` and small pure helpers, importing nothing else of tagger;
-2. the core: ``tagger.models``, ``tagger.data``, aggregation, metrics, the LightningModule;
-3. workflows that return results: train, evaluate, predict, export, report, bench, ...;
-4. ``tagger.cli`` (and ``tagger.__main__``): Hydra entry points and resolvers, printing,
-   exit codes.
-
-The import graph is read with ``ast`` (nothing is imported); the side effects are looked
-for in a fresh interpreter.
+Which module may import which (the layers of docs/architecture.md, no cycle, ``tagger.data``
+never importing ``tagger.prepare``) is stated once, as the import-linter contracts of
+pyproject.toml (``[tool.importlinter]``): ``lint-imports`` checks them, and the tests here
+run it, and run it on copies of the package with a planted import that each contract must
+refuse. The side effects of importing are looked for in a fresh interpreter, and every
+name docs/architecture.md gives must exist.
 """
 
 from __future__ import annotations
 
 import ast
-import fnmatch
 import importlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,160 +36,65 @@ def modules_of(root: Path, package: str) -> dict[str, Path]:
     return modules
 
 
-def imports_of(name: str, modules: dict[str, Path]) -> set[str]:
-    """The modules of ``modules`` that module ``name`` imports, anywhere in its file
-    (function-level imports too)."""
-    path = modules[name]
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            targets = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:  # relative: level 1 is the module's own package
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*anchor, base] if base else anchor)
-            targets = [base, *(f"{base}.{alias.name}" for alias in node.names)]
-        else:
-            continue
-        for target in targets:
-            while target and target not in modules:  # `from a.b import C`: module a.b
-                target = target.rpartition(".")[0]
-            if target and target != name:
-                found.add(target)
-    return found
-
-
-def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
-    """module -> the modules it depends on.
-
-    A package's ``__init__`` importing its own submodules re-exports them: that edge is
-    left out, and a module importing the package is counted as importing what the
-    package re-exports (so a cycle through a re-export is still found).
-    """
-    direct = {name: imports_of(name, modules) for name in modules}
-    reexports = {
-        name: {target for target in targets if target.startswith(name + ".")}
-        for name, targets in direct.items()
-        if modules[name].name == "__init__.py"
-    }
-    return {
-        name: {
-            dependency
-            for target in targets - reexports.get(name, set())
-            for dependency in {target} | reexports.get(target, set())
-        }
-        - {name}
-        for name, targets in direct.items()
-    }
-
-
-def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """The import cycles of ``graph``: its strongly connected components of more than one
-    module (Tarjan's algorithm, iterative), each sorted."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found = []
-    for root in sorted(graph):
-        if root in index:
-            continue
-        work = [(root, iter(sorted(graph[root])))]
-        index[root] = low[root] = len(index)
-        stack.append(root)
-        on_stack.add(root)
-        while work:
-            node, targets = work[-1]
-            target = next(targets, None)
-            if target is not None:
-                if target not in index:
-                    index[target] = low[target] = len(index)
-                    stack.append(target)
-                    on_stack.add(target)
-                    work.append((target, iter(sorted(graph.get(target, ())))))
-                elif target in on_stack:
-                    low[node] = min(low[node], index[target])
-                continue
-            work.pop()
-            if work:
-                parent = work[-1][0]
-                low[parent] = min(low[parent], low[node])
-            if low[node] == index[node]:
-                component = []
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    component.append(member)
-                    if member == node:
-                        break
-                if len(component) > 1:
-                    found.append(sorted(component))
-    return sorted(found)
-
-
 def is_command_line(name: str) -> bool:
     """``tagger.cli`` and its modules, and ``tagger.__main__`` (``python -m tagger``)."""
     return name in ("tagger.cli", "tagger.__main__") or name.startswith("tagger.cli.")
 
 
-def upward_imports(graph: dict[str, set[str]]) -> list[str]:
-    """``module -> target`` for every import of the command line from outside it."""
-    return sorted(
-        f"{name} -> {target}"
-        for name, targets in graph.items()
-        if not is_command_line(name)
-        for target in targets
-        if is_command_line(target)
-    )
-
-
 MODULES = modules_of(REPO_ROOT, PACKAGE)
-GRAPH = import_graph(MODULES)
 LIBRARY = [name for name in MODULES if not is_command_line(name)]
 
 
-def test_the_import_graph_has_no_cycle() -> None:
-    assert cycles(GRAPH) == []
+def lint_imports(cwd: Path, *contracts: str) -> subprocess.CompletedProcess:
+    """``lint-imports`` (import-linter, a dev dependency) on the package ``tagger`` found in
+    ``cwd``, with the contracts of this repository's pyproject.toml (only those with the
+    ids ``contracts``, if given)."""
+    command = [sys.executable, "-c", "import sys; from importlinter.cli import "
+               "lint_imports_command; sys.exit(lint_imports_command())",
+               "--no-cache", "--no-logo", *(f"--contract={c}" for c in contracts),
+               str(REPO_ROOT / "pyproject.toml")]  # fmt: skip
+    env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(cwd)}
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
 
 
-def test_nothing_outside_the_command_line_imports_it() -> None:
-    assert upward_imports(GRAPH) == []
+def test_the_import_contracts_hold() -> None:
+    result = lint_imports(REPO_ROOT)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert re.search(r"Contracts: [1-9]\d* kept, 0 broken", result.stdout), result.stdout
 
 
-def test_the_bottom_imports_nothing_above_the_error_types() -> None:
-    assert GRAPH["tagger.errors"] == set()
-    assert GRAPH["tagger.config"] == set()
-    assert GRAPH["tagger.optim"] <= {"tagger.errors"}
+#: A planted import (or module) each contract of pyproject.toml must refuse: contract id,
+#: then file of the package -> text appended to it.
+PLANTED = {
+    "an upward import": ("layers", {"errors.py": "import tagger.cli\n"}),
+    "a module in no layer": ("layers", {"unplaced.py": "from tagger.errors import ConfigError\n"}),
+    "a bottom helper importing another": ("bottom", {"optim.py": "from tagger import confine\n"}),
+    "data importing prepare in a function": (
+        "data-reads-prepare-writes",
+        {"data/sampler.py": "\ndef planted():\n    from tagger.prepare import audio\n"},
+    ),
+    "a cycle between two modules of a package": (
+        "acyclic", {"data/sources.py": "\ndef planted():\n    from tagger.data import store\n"},
+    ),
+    "a cycle through a function-level import": (
+        "acyclic", {"metrics.py": "\ndef planted():\n    from tagger import module\n"},
+    ),
+}  # fmt: skip
 
 
-def test_the_cycle_finder_finds_planted_cycles() -> None:
-    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
-    assert cycles({"a": {"b"}, "b": {"a"}, "c": {"d"}, "d": {"c"}}) == [["a", "b"], ["c", "d"]]
-    assert cycles({"a": {"b", "c"}, "b": {"c"}, "c": set()}) == []
-    assert upward_imports({"tagger.x": {"tagger.cli.y"}, "tagger.cli.y": {"tagger.x"}}) == [
-        "tagger.x -> tagger.cli.y"
-    ]
-
-
-def test_re_exports_are_no_cycle_but_a_cycle_through_one_is(tmp_path: Path) -> None:
-    def package(name: str, files: dict[str, str]) -> dict[str, set[str]]:
-        (tmp_path / name).mkdir()
-        for file, text in files.items():
-            (tmp_path / name / file).write_text(text)
-        return import_graph(modules_of(tmp_path, name))
-
-    # the package re-exports a's function; b takes it from the package: no cycle
-    fine = package("fine", {"__init__.py": "from fine.a import f\n", "a.py": "def f(): ...\n",
-                            "b.py": "from fine import f\nfrom . import a\n"})  # fmt: skip
-    assert fine == {"fine": set(), "fine.a": set(), "fine.b": {"fine", "fine.a"}}
-    assert cycles(fine) == []
-    # a imports b, and b takes from the package what the package has from a: a cycle
-    bad = package("bad", {"__init__.py": "from .a import f\n",
-                          "a.py": "import bad.b\ndef f(): ...\n",
-                          "b.py": "def g():\n    from bad import f\n"})  # fmt: skip
-    assert cycles(bad) == [["bad.a", "bad.b"]]
+@pytest.mark.parametrize("planted", PLANTED)
+def test_each_contract_refuses_a_planted_import(planted: str, tmp_path: Path) -> None:
+    contract, files = PLANTED[planted]
+    copy = tmp_path / PACKAGE
+    shutil.copytree(REPO_ROOT / PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert lint_imports(tmp_path, contract).returncode == 0  # the copy, before the plant
+    for file, text in files.items():
+        with open(copy / file, "a") as f:
+            f.write(text)
+    result = lint_imports(tmp_path, contract)
+    assert result.returncode == 1, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "0 kept, 1 broken" in result.stdout
 
 
 #: Run in a fresh interpreter: import the third-party modules the library imports, note
@@ -265,44 +166,12 @@ def test_the_side_effect_check_sees_planted_side_effects(tmp_path: Path) -> None
     assert [backend.lower() for backend in changes["backend"]] == ["svg", "agg"]
 
 
-# docs/architecture.md: its layers hold every module, and the names it gives exist.
+# docs/architecture.md: the names it gives exist.
 
 DOC = REPO_ROOT / "docs" / "architecture.md"
 #: a backticked Python name, optionally called: `ClipDataset.read`, `clip_loss()`
 NAME = re.compile(r"([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)(?:\(\))?")
-FILE_SUFFIXES = {"py", "json", "csv", "bin", "md", "yaml", "npy", "ckpt", "png", "pt"}
-
-
-def doc_layers(text: str) -> dict[int, list[str]]:
-    """The layer table of docs/architecture.md: layer number -> module patterns (lines
-    ``N name: pattern ...``; a layer may take several lines)."""
-    block = re.search(r"<!-- layers.*?-->\s*```\n(.*?)```", text, re.S)
-    assert block, "docs/architecture.md has no '<!-- layers -->' block"
-    layers: dict[int, list[str]] = {}
-    for line in block.group(1).splitlines():
-        number, _, patterns = re.fullmatch(r"(\d) ([\w ]+): (.+)", line).groups()
-        layers.setdefault(int(number), []).extend(patterns.split())
-    return layers
-
-
-def layer_of(name: str, layers: dict[int, list[str]]) -> list[int]:
-    """The layers whose patterns match module ``name`` (``tagger`` itself is ``__init__``)."""
-    relative = name.removeprefix(PACKAGE + ".") if name != PACKAGE else "__init__"
-    return [n for n, patterns in layers.items() if any(fnmatch.fnmatchcase(relative, p)
-                                                        for p in patterns)]  # fmt: skip
-
-
-def test_every_module_is_in_one_layer_and_imports_only_downwards() -> None:
-    layers = doc_layers(DOC.read_text())
-    placed = {name: layer_of(name, layers) for name in MODULES}
-    assert {name: found for name, found in placed.items() if len(found) != 1} == {}
-    upward = [
-        f"{name} (layer {placed[name][0]}) -> {target} (layer {placed[target][0]})"
-        for name, targets in GRAPH.items()
-        for target in targets
-        if placed[target][0] > placed[name][0]
-    ]
-    assert upward == []
+FILE_SUFFIXES = {"py", "json", "csv", "bin", "md", "yaml", "npy", "ckpt", "png", "pt", "toml"}
 
 
 def _definitions(body: list[ast.stmt]) -> dict[str, ast.AST]:
