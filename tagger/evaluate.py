@@ -29,9 +29,9 @@ from tagger.figures import (
     plot_roc_pr_curves,
     plot_training_curves,
 )
-from tagger.metrics import TagScores, tag_scores
+from tagger.metrics import TagScores, scores_summary, tag_scores
 from tagger.module import TaggingModule, load_trained
-from tagger.run_files import scores_summary, write_json, write_predictions, write_text
+from tagger.run_files import write_json, write_predictions, write_text
 from tagger.settings import check_settings
 from tagger.targets import check_built_node, module_names
 

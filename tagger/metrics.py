@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -102,6 +103,52 @@ def category_means(
             "pr_auc": mean([float(pr_auc[i]) for i in members]),
         }
     return means
+
+
+def split_summary(
+    tag_names: Sequence[str],
+    auc: float,
+    pr_auc: float,
+    per_tag_auc: Sequence[float],
+    per_tag_pr_auc: Sequence[float],
+    skipped: Sequence[str],
+) -> dict[str, Any]:
+    """One evaluated set's section of ``metrics.json`` (``val``, ``test``, eval's split): the
+    macro figures, the per-tag ones (NaN for the ``skipped`` tags, which have no positive or
+    no negative clip) and, for tags named ``category---tag``, ``per_category``
+    (``category_means``). Built here only, from epoch scores (``scores_summary``) or from
+    what ``TaggingModule`` logged (``logged_summary``)."""
+    summary = {
+        "auc": auc,
+        "pr_auc": pr_auc,
+        "per_tag_auc": dict(zip(tag_names, per_tag_auc, strict=True)),
+        "per_tag_pr_auc": dict(zip(tag_names, per_tag_pr_auc, strict=True)),
+        "skipped_tags": list(skipped),
+    }
+    per_category = category_means(tag_names, per_tag_auc, per_tag_pr_auc)
+    return summary if per_category is None else {**summary, "per_category": per_category}
+
+
+def scores_summary(scores: TagScores, tag_names: Sequence[str]) -> dict[str, Any]:
+    """``split_summary`` of an evaluated set's ``TagScores`` (``eval.py``)."""
+    return split_summary(tag_names, scores.macro_roc_auc, scores.macro_pr_auc,
+                         scores.roc_auc.tolist(), scores.pr_auc.tolist(),
+                         scores.skipped(list(tag_names)))  # fmt: skip
+
+
+def logged_summary(metrics: Mapping[str, Any], stage: str,
+                   tag_names: Sequence[str]) -> dict[str, Any]:  # fmt: skip
+    """``split_summary`` of the figures ``TaggingModule`` logged for ``stage``
+    (``trainer.callback_metrics``, or what ``trainer.test`` returns; ``train.py``):
+    ``<stage>/auc``, ``<stage>/pr_auc``, and ``<stage>_tag_auc/<tag>`` and
+    ``<stage>_tag_pr_auc/<tag>`` for each tag that could be scored (the others are skipped)."""
+    per_tag = {figure: [float(metrics.get(f"{stage}_tag_{figure}/{name}", float("nan")))
+                        for name in tag_names]
+               for figure in ("auc", "pr_auc")}  # fmt: skip
+    skipped = [name for name in tag_names if f"{stage}_tag_auc/{name}" not in metrics]
+    return split_summary(tag_names, float(metrics[f"{stage}/auc"]),
+                         float(metrics[f"{stage}/pr_auc"]), per_tag["auc"], per_tag["pr_auc"],
+                         skipped)  # fmt: skip
 
 
 class EpochTagScores(Metric):

@@ -24,8 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from tagger.metrics import TagScores, category_means
-
 #: A fix that ends so is followed by how the command writes elsewhere, where it says.
 ELSEWHERE = "write elsewhere"
 #: errno -> (reason, fix) for the file-system failures a user can act on; ``{folder}`` is
@@ -220,21 +218,6 @@ def write_bytes(path: str | Path, data: bytes, note: str = "") -> Path:
 def write_json(path: str | Path, data: dict[str, Any]) -> Path:
     """Write ``data`` as indented JSON, atomically."""
     return write_text(path, json.dumps(_json_safe(data), indent=2, default=str) + "\n")
-
-
-def scores_summary(scores: TagScores, tag_names: Sequence[str]) -> dict[str, Any]:
-    """Macro and per-tag figures of one evaluated set, for ``metrics.json``; tags named
-    ``category---tag`` add macro figures per category (``per_category``)."""
-    roc_auc, pr_auc = scores.roc_auc.tolist(), scores.pr_auc.tolist()
-    summary = {
-        "auc": scores.macro_roc_auc,
-        "pr_auc": scores.macro_pr_auc,
-        "per_tag_auc": dict(zip(tag_names, roc_auc, strict=True)),
-        "per_tag_pr_auc": dict(zip(tag_names, pr_auc, strict=True)),
-        "skipped_tags": scores.skipped(list(tag_names)),
-    }
-    per_category = category_means(tag_names, roc_auc, pr_auc)
-    return summary if per_category is None else {**summary, "per_category": per_category}
 
 
 def write_predictions(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from tagger.checkpoint_io import read_checkpoint
 from tagger.data.datamodule import ClipDataModule
 from tagger.errors import ConfigError, find_config_error
 from tagger.lock import ProcessLock, children_end_with_this_process
-from tagger.metrics import category_means
+from tagger.metrics import logged_summary
 from tagger.module import build_module
 from tagger.run_files import OutputError, write_json
 from tagger.settings import check_last_batch, check_settings, lightning_max_epochs
@@ -131,29 +131,6 @@ def checkpoint_summary(trainer: L.Trainer) -> tuple[dict[str, str | None], dict[
     return paths, best
 
 
-def logged_scores(metrics: Mapping[str, Any], stage: str,
-                  tag_names: Sequence[str]) -> dict[str, Any]:  # fmt: skip
-    """Macro and per-tag figures of one evaluated set, for ``metrics.json``, from the metrics
-    ``TaggingModule`` logged for ``stage`` (``trainer.callback_metrics``, or what
-    ``trainer.test`` returns): ``<stage>/auc``, ``<stage>/pr_auc``, ``<stage>_tag_auc/<tag>``
-    and ``<stage>_tag_pr_auc/<tag>`` for each tag that can be scored; the others are NaN and
-    listed in ``skipped_tags``. Tags named ``category---tag`` add ``per_category``
-    (``category_means``)."""
-    per_tag = {figure: {name: float(metrics.get(f"{stage}_tag_{figure}/{name}", float("nan")))
-                        for name in tag_names}
-               for figure in ("auc", "pr_auc")}  # fmt: skip
-    summary = {
-        "auc": float(metrics[f"{stage}/auc"]),
-        "pr_auc": float(metrics[f"{stage}/pr_auc"]),
-        "per_tag_auc": per_tag["auc"],
-        "per_tag_pr_auc": per_tag["pr_auc"],
-        "skipped_tags": [name for name in tag_names if f"{stage}_tag_auc/{name}" not in metrics],
-    }
-    per_category = category_means(tag_names, list(per_tag["auc"].values()),
-                                  list(per_tag["pr_auc"].values()))  # fmt: skip
-    return summary if per_category is None else {**summary, "per_category": per_category}
-
-
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, validate and (optionally) test with a composed config; return the summary
     that is also written to ``<run dir>/metrics.json``.
@@ -213,12 +190,12 @@ def _train(cfg: DictConfig, stop: StopOnSignal) -> dict[str, Any]:
         "best": best,
     }
     if "val/auc" in final:
-        summary["val"] = logged_scores(final, "val", datamodule.tag_names)
+        summary["val"] = logged_summary(final, "val", datamodule.tag_names)
 
     if cfg.get("test") and sizes["test_clips"] > 0 and not trainer.fast_dev_run:
         (tested,) = trainer.test(model, datamodule=datamodule, ckpt_path=checkpoints["best"])
         summary["test"] = {
-            **logged_scores(tested, "test", datamodule.tag_names),
+            **logged_summary(tested, "test", datamodule.tag_names),
             "checkpoint": checkpoints["best"] or "final weights",
         }
 
