@@ -8,6 +8,12 @@ A job's ``.hydra/`` files are read as plain data (``plain_yaml``): nothing in th
 resolved or instantiated. Runs whose tags have categories (MTG-Jamendo's ``genre---rock``)
 add held-out macro ROC-AUC and PR-AUC per category (``metrics.json``'s ``per_category``)
 as columns ``test_auc:<category>`` and ``test_pr_auc:<category>``.
+
+A sweep of Table 1's cells (``study=table1``: ``geometry=L-S`` x ``model=baseline,spectrogram``,
+or the former ``experiment=table1_{raw,spectrogram}_L_S`` configs) is also laid out as the
+papers' Table 1: a row per first-layer filter length / stride, a column per input (raw audio,
+spectrogram), each cell the held-out ROC-AUC over seeds with the published figure beside it
+(``table1_cells``, ``table1_frame``); ``table1.csv`` holds it.
 """
 
 from __future__ import annotations
@@ -32,6 +38,10 @@ IGNORED_OVERRIDES = ("seed", "paths.", "ckpt_path", "hydra.", "trainer.enable_pr
 STATUSES = ("completed", "failed", "unfinished", "interrupted", "unreadable")
 #: A completed job's figures that are averaged over seeds (mean ± sample std).
 FIGURES = ("train_auc", "test_auc", "train_pr_auc", "test_pr_auc")
+#: Table 1's columns: the input each ``model=`` choice of its cells reads, as the papers name it.
+TABLE1_INPUTS = {"baseline": "raw audio", "spectrogram": "spectrogram"}
+#: The former Table 1 configs, ``experiment=table1_raw_1024_512``: input, length, stride.
+TABLE1_EXPERIMENT = re.compile(r"table1_(raw|spectrogram)_(\d+)_(\d+)")
 
 
 @dataclass
@@ -178,6 +188,89 @@ def labelled_jobs(jobs: list[Job]) -> list[tuple[str, Job]]:
     return sorted(zip(labels, jobs, strict=True), key=lambda pair: first[pair[0]])
 
 
+def table1_cell(settings: frozenset[str]) -> tuple[int, int, str] | None:
+    """The Table 1 cell (filter length, stride, input) a job's overrides put it in, or None:
+    ``geometry=L-S`` with ``model=baseline`` (the default) or ``model=spectrogram``, or a
+    former ``experiment=table1_{raw,spectrogram}_L_S`` config."""
+    values = dict(o.lstrip("+~").partition("=")[::2] for o in settings)
+    old = TABLE1_EXPERIMENT.fullmatch(values.get("experiment", ""))
+    if old and not {"geometry", "model"} & values.keys():
+        kind, length, stride = old.groups()
+        return int(length), int(stride), "raw audio" if kind == "raw" else "spectrogram"
+    geometry = re.fullmatch(r"(\d+)-(\d+)", values.get("geometry", ""))
+    model = values.get("model", "baseline")
+    if geometry is None or model not in TABLE1_INPUTS or "experiment" in values:
+        return None
+    return int(geometry[1]), int(geometry[2]), TABLE1_INPUTS[model]
+
+
+def table1_cells(jobs: list[Job]) -> dict[str, tuple[int, int, str]] | None:
+    """Each row label's Table 1 cell when the jobs are Table 1's cells (every job in one,
+    one row per cell), else None: the sweep is reported one row per config only."""
+    cells: dict[str, tuple[int, int, str]] = {}
+    for label, job in labelled_jobs(jobs):
+        cell = table1_cell(job.settings)
+        if cell is None or cells.setdefault(label, cell) != cell:
+            return None
+    return cells if len(set(cells.values())) == len(cells) else None
+
+
+def table1_frame(table: pd.DataFrame, cells: dict[str, tuple[int, int, str]]) -> pd.DataFrame:
+    """``table`` (``summarise``) as Table 1's cells: one row per (length, stride, input),
+    largest geometry first and raw audio before spectrogram, with the held-out ROC-AUC's
+    mean and std, the runs done and the published figure. Columns as in ``table1.csv``."""
+    frame = table.assign(
+        length=[cells[c][0] for c in table["config"]],
+        stride=[cells[c][1] for c in table["config"]],
+        input=[cells[c][2] for c in table["config"]],
+        runs=table[list(STATUSES)].sum(axis=1),
+    )
+    order = list(TABLE1_INPUTS.values())
+    frame = frame.sort_values(
+        ["length", "stride", "input"], ascending=[False, False, True],
+        key=lambda column: column.map(order.index) if column.name == "input" else column,
+    )  # fmt: skip
+    columns = ["length", "stride", "input", "config", "completed", "runs", "held_out_split",
+               "test_auc_mean", "test_auc_std", "published_auc", "published_source"]  # fmt: skip
+    return frame[columns].reset_index(drop=True)
+
+
+def render_table1(frame: pd.DataFrame) -> list[str]:
+    """Table 1 in Markdown: a row per filter length / stride, for each input its held-out
+    ROC-AUC (mean ± sample std over seeds) and the published figure beside it."""
+    inputs = list(TABLE1_INPUTS.values())
+    header = ["filter length / stride"]
+    for name in inputs:
+        header += [name, "published"]
+    lines = [
+        "## Table 1",
+        "",
+        "Held-out ROC-AUC, mean ± sample std over seeds, by the first layer's filter length "
+        "/ stride (frame length / hop for the spectrogram); published: the paper's figure for "
+        "the cell where the run follows its protocol (n/a elsewhere).",
+        "",
+        _markdown_row(header),
+        "|" + "---|" * len(header),
+    ]
+    for (length, stride), rows in frame.groupby(["length", "stride"], sort=False):
+        cells = [f"{length}/{stride}"]
+        for name in inputs:
+            found = rows[rows["input"] == name]
+            if found.empty:
+                cells += ["–", "–"]
+                continue
+            row = found.iloc[0]
+            value = _mean_std(row.test_auc_mean, row.test_auc_std)
+            if row.held_out_split != "test" and row.completed:
+                value += " (val)"
+            if row.completed != row.runs:
+                value += f" ({row.completed}/{row.runs} done)"
+            published = "n/a" if pd.isna(row.published_auc) else f"{row.published_auc:.4f}"
+            cells += [value, published]
+        lines.append(_markdown_row(cells))
+    return [*lines, "", "## Every config", ""]
+
+
 def job_frame(jobs: list[Job]) -> pd.DataFrame:
     """One row per job: its config label, status, held-out split, figures and the
     published figure for its setting (completed jobs only; NaN elsewhere)."""
@@ -233,8 +326,11 @@ def _markdown_row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def render_markdown(table: pd.DataFrame, jobs: list[Job], roots: list[Path]) -> str:
-    """The report as Markdown: the table, then every job that did not complete."""
+def render_markdown(
+    table: pd.DataFrame, jobs: list[Job], roots: list[Path], table1: pd.DataFrame | None = None
+) -> str:
+    """The report as Markdown: Table 1's layout where ``table1`` is given (``table1_frame``),
+    the table, then every job that did not complete."""
     common = common_settings(jobs)
     by_category = [c.removesuffix("_mean") for c in table.columns if ":" in c and
                    c.endswith("_mean")]  # fmt: skip
@@ -256,6 +352,7 @@ def render_markdown(table: pd.DataFrame, jobs: list[Job], roots: list[Path]) -> 
         "",
         f"Every job: `{' '.join(sorted(common))}`." if common else "",
         "",
+        *(render_table1(table1) if table1 is not None else []),
         _markdown_row(header),
         "|" + "---|" * len(header),
     ]
@@ -297,11 +394,16 @@ class Report:
     csv: Path
     table: pd.DataFrame
     jobs: list[Job]
+    #: ``table1.csv`` and Table 1's cells (``table1_frame``), for a sweep of Table 1's cells
+    table1_csv: Path | None = None
+    table1: pd.DataFrame | None = None
 
 
 def write_report(roots: list[Path], out_dir: Path) -> Report:
     """Write ``report.md``, ``report.csv`` and ``curves.png`` (training curves, one line per
-    job) for the jobs under ``roots`` into ``out_dir``, each through tagger's one writer.
+    job) for the jobs under ``roots`` into ``out_dir``, each through tagger's one writer;
+    for a sweep of Table 1's cells (``table1_cells``) report.md opens with Table 1 and
+    ``table1.csv`` holds its cells.
 
     Raises ``ConfigError`` when there is no job to report, ``OutputError`` naming a file
     that cannot be written."""
@@ -311,6 +413,8 @@ def write_report(roots: list[Path], out_dir: Path) -> Report:
             f"no training jobs (directories with .hydra/) under {', '.join(map(str, roots))}"
         )
     table = summarise(job_frame(jobs))
+    cells = table1_cells(jobs)
+    table1 = table1_frame(table, cells) if cells is not None else None
     logs = {
         f"{label} seed={(job.metrics or {}).get('config', {}).get('seed')}": log
         for label, job in labelled_jobs(jobs)
@@ -318,6 +422,9 @@ def write_report(roots: list[Path], out_dir: Path) -> Report:
     }
     if logs:
         plot_training_curves(logs, out_dir / "curves.png")
-    markdown = write_text(out_dir / "report.md", render_markdown(table, jobs, roots))
+    markdown = write_text(out_dir / "report.md", render_markdown(table, jobs, roots, table1))
     csv = write_text(out_dir / "report.csv", table.to_csv(index=False))
-    return Report(markdown, csv, table, jobs)
+    table1_csv = None
+    if table1 is not None:
+        table1_csv = write_text(out_dir / "table1.csv", table1.to_csv(index=False))
+    return Report(markdown, csv, table, jobs, table1_csv, table1)

@@ -265,3 +265,72 @@ def test_runs_without_tag_categories_get_no_category_column(sweeps, tmp_path) ->
     report = write_report([sweeps[0]], tmp_path)
     assert not [column for column in report.table.columns if ":" in column]
     assert "genre" not in report.markdown.read_text()
+
+
+def _dieleman_run(seed: int, length: int, stride: int, model: str, test_auc: float) -> str:
+    """metrics.json of a finished Table 1 cell in Dieleman's protocol (top50, his split)."""
+    target = {"baseline": "tagger.models.dieleman.DielemanCNN",
+              "spectrogram": "tagger.models.spectrogram.SpectrogramCNN"}[model]  # fmt: skip
+    metrics = _completed(seed, stride, test_auc)
+    metrics["config"] |= {"conv": {"length": length, "stride": stride},
+                          "model": {"net": {"_target_": target}}}  # fmt: skip
+    metrics["dataset"] = {"real_music": True, "tag_set": "top50", "split": "dieleman"}
+    return json.dumps(metrics)
+
+
+def test_a_sweep_of_table1_cells_is_laid_out_as_table1(tmp_path) -> None:
+    """Rows by filter length / stride as the paper orders them, raw audio and spectrogram
+    columns, mean ± std over seeds with Dieleman's figure beside each; a cell whose run
+    failed says so, a cell not run is '–'; report.csv keeps one row per config."""
+    aucs = {("1024-1024", "baseline"): [0.80, 0.82], ("1024-1024", "spectrogram"): [0.85, 0.86],
+            ("256-256", "baseline"): [0.83, 0.84], ("512-256", "spectrogram"): [0.87]}
+    for (geometry, model), values in aucs.items():
+        length, stride = map(int, geometry.split("-"))
+        for seed, auc in enumerate(values, 1):
+            overrides = ["study=table1", f"geometry={geometry}", f"model={model}", f"seed={seed}"]
+            _job(tmp_path / "sweep", f"{geometry}_{model}_{seed}", overrides,
+                 _dieleman_run(seed, length, stride, model, auc))  # fmt: skip
+    failed = ["study=table1", "geometry=512-256", "model=spectrogram", "seed=2"]
+    _job(tmp_path / "sweep", "failed", failed, json.dumps({"status": "failed", "error": "boom"}))
+    report = write_report([tmp_path / "sweep"], tmp_path / "out")
+    text = report.markdown.read_text()
+    table = text.split("## Table 1", 1)[1].split("## Every config", 1)[0]
+    lines = [line for line in table.splitlines() if line.startswith("|")]
+    mean_std = {key: f"{statistics.fmean(v):.4f} ± {statistics.stdev(v):.4f}"
+                for key, v in aucs.items() if len(v) > 1}  # fmt: skip
+    assert lines == [
+        "| filter length / stride | raw audio | published | spectrogram | published |",
+        "|---|---|---|---|---|",
+        f"| 1024/1024 | {mean_std['1024-1024', 'baseline']} | 0.8366 "
+        f"| {mean_std['1024-1024', 'spectrogram']} | 0.8690 |",
+        "| 512/256 | – | – | 0.8700 (1/2 done) | 0.8793 |",
+        f"| 256/256 | {mean_std['256-256', 'baseline']} | 0.8487 | – | – |",
+    ]
+    assert "| geometry=512-256 model=spectrogram | 1/2 done, 1 failed |" in text
+    assert set(report.table["config"]) == {f"geometry={g} model={m}" for g, m in aucs}
+    with report.table1_csv.open() as f:
+        cells = list(csv.DictReader(f))
+    assert [(c["length"], c["stride"], c["input"]) for c in cells] == [
+        ("1024", "1024", "raw audio"), ("1024", "1024", "spectrogram"),
+        ("512", "256", "spectrogram"), ("256", "256", "raw audio"),
+    ]  # fmt: skip
+    assert float(cells[0]["published_auc"]) == 0.8366
+    assert cells[0]["published_source"] == "Dieleman & Schrauwen 2014, Table 1 (raw audio)"
+
+
+def test_former_table1_sweeps_are_laid_out_as_table1_and_other_sweeps_are_not(tmp_path) -> None:
+    """A sweep of the former experiment=table1_* configs gets Table 1 too; a sweep whose
+    rows are not one Table 1 cell each (here two optimizers per geometry) keeps one row
+    per config, with no table1.csv."""
+    for name in ("table1_raw_512_512", "table1_spectrogram_512_512"):
+        model = "baseline" if "_raw_" in name else "spectrogram"
+        _job(tmp_path / "old", name, [f"experiment={name}", "seed=1"],
+             _dieleman_run(1, 512, 512, model, 0.85))  # fmt: skip
+    old = write_report([tmp_path / "old"], tmp_path / "old")
+    assert "| 512/512 | 0.8500 | 0.8386 | 0.8500 | 0.8793 |" in old.markdown.read_text()
+    for optimizer in ("sgd", "adam"):
+        _job(tmp_path / "other", optimizer, ["geometry=512-512", f"optimizer={optimizer}"],
+             _dieleman_run(1, 512, 512, "baseline", 0.85))  # fmt: skip
+    other = write_report([tmp_path / "other"], tmp_path / "other")
+    assert "## Table 1" not in other.markdown.read_text()
+    assert other.table1_csv is None and not (tmp_path / "other" / "table1.csv").exists()
