@@ -42,7 +42,7 @@ from tests.conftest import REPO_ROOT, TINY, compose_config, run_cli
 CONF = REPO_ROOT / "conf"
 #: Every option of every config group that train.py composes (experiments included).
 GROUPS = ("model", "data", "optimizer", "scheduler", "augment", "trainer", "callbacks",
-          "logger", "debug", "experiment")  # fmt: skip
+          "logger", "debug", "experiment", "geometry", "study")  # fmt: skip
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
 #: What every numeric setting is tried with.
 BAD = (math.nan, math.inf, -math.inf, 0, -1, 1e30, "text")

@@ -116,9 +116,18 @@ def fixed_run_dir(args: list[str]) -> Path | None:
     return None
 
 
+def study_override(args: list[str]) -> list[str]:
+    """``args`` with ``+study=NAME`` as ``study=NAME``. conf/train.yaml has a place for a
+    study (``study: null``, before ``debug`` so that ``debug=quick`` applies after the
+    study's own settings), and Hydra refuses to add a second one with ``+``."""
+    return [arg[1:] if arg.startswith("+study=") else arg for arg in args]
+
+
 def main() -> None:
     """``python train.py [overrides]``. A fixed run directory is taken before Hydra writes
-    its ``.hydra/`` snapshot there, so a refused second training changes nothing in it."""
+    its ``.hydra/`` snapshot there, so a refused second training changes nothing in it.
+    ``study=NAME`` (or ``+study=NAME``) runs a study, a multirun with its report."""
+    sys.argv[1:] = study_override(sys.argv[1:])
     folder = fixed_run_dir(sys.argv[1:])
     try:
         held = hold_run_folder(folder) if folder is not None else contextlib.nullcontext()
