@@ -8,10 +8,8 @@ import numpy as np
 
 from tagger.check import ClipProblem, check_data
 from tagger.data.coursework import CourseworkDataModule
-from tests.conftest import run_cli
+from tests.conftest import run_tagger
 from tests.fixtures_mtat import write_coursework
-
-TAGGER = "from tagger.cli.main import main; main()"
 
 
 def spoil(root: Path) -> tuple[str, str]:
@@ -29,8 +27,7 @@ def spoil(root: Path) -> tuple[str, str]:
 
 def test_check_lists_a_truncated_and_a_nan_clip(tmp_path: Path) -> None:
     truncated, with_nan = spoil(tmp_path / "cw")
-    done = run_cli("-c", TAGGER, "check", "data=coursework", f"data.root={tmp_path / 'cw'}",
-                   cwd=tmp_path, timeout=120)  # fmt: skip
+    done = run_tagger("check", "data=coursework", f"data.root={tmp_path / 'cw'}", cwd=tmp_path)
     assert done.returncode == 1, done.stderr
     output = done.stdout + done.stderr
     assert truncated in output and with_nan in output
@@ -52,12 +49,12 @@ def test_check_of_clean_data_and_of_bad_settings(tmp_path: Path) -> None:
     assert check_data(module, workers=2, progress=seen.append) == []
     assert len(seen) == 5  # every clip read once
 
-    done = run_cli("-c", TAGGER, "check", "data=coursework", f"data.root={tmp_path / 'cw'}",
-                   "data.n_subclips=5", cwd=tmp_path, timeout=120)  # fmt: skip
+    done = run_tagger("check", "data=coursework", f"data.root={tmp_path / 'cw'}",
+                      "data.n_subclips=5", cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout == "checked 5 clips (train 2, val 1, test 2): no problem clips\n"
-    done = run_cli("-c", TAGGER, "check", "data=coursework", f"data.root={tmp_path / 'nope'}",
-                   cwd=tmp_path, timeout=120)  # fmt: skip
+    done = run_tagger("check", "data=coursework", f"data.root={tmp_path / 'nope'}",
+                      cwd=tmp_path)  # fmt: skip
     assert done.returncode == 2 and len(done.stderr.splitlines()) == 1
     assert done.stderr.startswith(f"tagger check: error: data.root={tmp_path / 'nope'}: no such")
 
@@ -74,8 +71,7 @@ def test_data_that_refuses_to_load_is_one_line_and_exit_1(tmp_path: Path) -> Non
     coursework = write_coursework(tmp_path / "cw", per_part=1)
     missing = tmp_path / "cw" / "samples" / coursework.val["file_path"].iloc[1]
     missing.unlink()
-    done = run_cli("-c", TAGGER, "check", "data=coursework", f"data.root={tmp_path / 'cw'}",
-                   cwd=tmp_path, timeout=120)  # fmt: skip
+    done = run_tagger("check", "data=coursework", f"data.root={tmp_path / 'cw'}", cwd=tmp_path)
     assert done.returncode == 1 and done.stdout == ""
     assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith("tagger check: error:")
     assert str(missing) in done.stderr

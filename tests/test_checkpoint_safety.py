@@ -11,8 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from tagger.train import train
-from tests.conftest import REPO_ROOT, TINY, compose_config, run_cli
+from tests.conftest import REPO_ROOT, TINY, run_cli, run_tagger
 
 
 class Payload:
@@ -26,11 +25,9 @@ class Payload:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def checkpoint(tiny_checkpoint: Path) -> Path:
     """The last.ckpt of a real one-epoch run."""
-    run_dir = tmp_path_factory.mktemp("safety_run")
-    summary = train(compose_config("train", run_dir, [*TINY, "test=false"]))
-    return Path(summary["checkpoints"]["last"])
+    return tiny_checkpoint
 
 
 def commands(ckpt: Path, tmp_path: Path) -> dict[str, list[str]]:
@@ -110,7 +107,7 @@ def test_train_refuses_an_unreadable_checkpoint_before_training(
 ) -> None:
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(contents)
-    result = run_cli(str(REPO_ROOT / "train.py"), f"ckpt_path={bad}", *TINY, cwd=tmp_path)
+    result = run_tagger("train", f"ckpt_path={bad}", *TINY, cwd=tmp_path)
     line = one_error_line(result)
     assert line.startswith(f"tagger: error: checkpoint {bad} ") and message in line
     assert not list(tmp_path.glob("outputs/train/runs/*/checkpoints"))

@@ -1,4 +1,5 @@
-"""The command lines of the README, run as a user runs them (subprocesses)."""
+"""The command lines of the README, run as a user runs them (subprocesses, in `make
+test-all`); their refusals of bad overrides and missing files in this process."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, TINY, run_cli
+from tests.conftest import REPO_ROOT, TINY, run_cli, run_tagger
 
 TRAIN = str(REPO_ROOT / "train.py")
 # tiny data, with sub-clips long enough for the 512/512 and 1024/256 geometries below
@@ -20,6 +21,7 @@ def assert_ok(result: subprocess.CompletedProcess) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_shorthand_stride_override_runs_as_written(tmp_path: Path) -> None:
     result = run_cli(TRAIN, "model=baseline", "stride=512", "trainer.max_epochs=1", *SMALL,
                      cwd=tmp_path)  # fmt: skip
@@ -29,6 +31,7 @@ def test_shorthand_stride_override_runs_as_written(tmp_path: Path) -> None:
     assert conv == {"length": 512, "stride": 512}  # the length follows the stride
 
 
+@pytest.mark.slow
 def test_sweep_over_first_layer_lengths(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -55,6 +58,7 @@ def test_sweep_over_first_layer_lengths(tmp_path: Path) -> None:
     assert json.loads(evaluated.read_text())["config"]["conv"]["length"] == 1024
 
 
+@pytest.mark.slow
 def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path: Path) -> None:
     command = [sys.executable, TRAIN, "-m", "debug=fast", *SMALL]
     env = {"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"}
@@ -89,7 +93,7 @@ def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path: Pat
     ],
 )
 def test_bad_override_fails_at_start_up_in_one_line(tmp_path, overrides, message) -> None:
-    result = run_cli(TRAIN, *overrides, cwd=tmp_path, timeout=120)
+    result = run_tagger("train", *overrides, cwd=tmp_path)
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr
@@ -99,7 +103,7 @@ def test_bad_override_fails_at_start_up_in_one_line(tmp_path, overrides, message
 
 
 def test_eval_without_a_checkpoint_names_the_file(tmp_path: Path) -> None:
-    result = run_cli(str(REPO_ROOT / "eval.py"), "ckpt_path=missing.ckpt", cwd=tmp_path)
+    result = run_tagger("eval", "ckpt_path=missing.ckpt", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "tagger: error: checkpoint missing.ckpt does not exist (pass ckpt_path=PATH/TO/FILE.ckpt)"
@@ -107,10 +111,7 @@ def test_eval_without_a_checkpoint_names_the_file(tmp_path: Path) -> None:
 
 
 def test_tagger_command_lists_its_commands() -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", "from tagger.cli.main import main; main()", "--help"],
-        capture_output=True, text=True, cwd=REPO_ROOT,
-    )  # fmt: skip
+    result = run_tagger("--help")
     assert result.returncode == 0 and "train" in result.stdout and "eval" in result.stdout
 
 

@@ -19,13 +19,18 @@ from tagger.export import EXTRA_FILE
 from tagger.module import load_trained
 from tests.conftest import TINY, compose_config
 
-pytestmark = pytest.mark.slow  # trains two checkpoints and runs the ONNX exporter twice
+#: ONNX (its exporter takes seconds) and a second model's training run in `make test-all`.
+ONNX = pytest.param("onnx", marks=pytest.mark.slow)
 
 
-@pytest.fixture(scope="module", params=["baseline", "spectrogram"])
+@pytest.fixture(scope="module", params=["baseline", pytest.param("spectrogram",
+                                                                 marks=pytest.mark.slow)])
 def checkpoint(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's tiny baseline (``tiny_checkpoint``), and a tiny spectrogram model."""
     from tagger.train import train
 
+    if request.param == "baseline":
+        return request.getfixturevalue("tiny_checkpoint")
     run_dir = tmp_path_factory.mktemp(f"export_{request.param}")
     cfg = compose_config("train", run_dir, [*TINY, f"model={request.param}", "test=false"])
     return Path(train(cfg)["checkpoints"]["last"])
@@ -37,8 +42,9 @@ def tagger_export(checkpoint: Path, fmt: str, out: Path, monkeypatch: pytest.Mon
     export_cli.main()
 
 
+@pytest.mark.parametrize("fmt", ["torchscript", ONNX])
 def test_exports_give_the_checkpoints_probabilities(
-    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    checkpoint: Path, fmt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model, config = load_trained(checkpoint)
     window = config["data"]["subclip_len"]
@@ -47,25 +53,26 @@ def test_exports_give_the_checkpoints_probabilities(
     with torch.no_grad():
         expected = model.predict_clips(audio).numpy()
 
-    tagger_export(checkpoint, "torchscript", tmp_path / "tagger.pt", monkeypatch)
-    extra = {EXTRA_FILE: ""}
-    scripted = torch.jit.load(str(tmp_path / "tagger.pt"), _extra_files=extra)
-    with torch.no_grad():
-        np.testing.assert_allclose(scripted(audio).numpy(), expected, atol=1e-4)
+    if fmt == "torchscript":
+        tagger_export(checkpoint, "torchscript", tmp_path / "tagger.pt", monkeypatch)
+        extra = {EXTRA_FILE: ""}
+        scripted = torch.jit.load(str(tmp_path / "tagger.pt"), _extra_files=extra)
+        with torch.no_grad():
+            np.testing.assert_allclose(scripted(audio).numpy(), expected, atol=1e-4)
+        info = json.loads(extra[EXTRA_FILE])
+    else:
+        tagger_export(checkpoint, "onnx", tmp_path / "tagger.onnx", monkeypatch)
+        session = onnxruntime.InferenceSession(str(tmp_path / "tagger.onnx"))
+        (probabilities,) = session.run(None, {"audio": audio.numpy()})
+        np.testing.assert_allclose(probabilities, expected, atol=1e-4)
+        single = session.run(None, {"audio": audio[:1, :1].numpy()})[0]
+        np.testing.assert_allclose(single, model.predict_clips(audio[:1, :1]).detach().numpy(),
+                                   atol=1e-4)  # fmt: skip
+        info = json.loads((tmp_path / "tagger.onnx.json").read_text())
 
-    tagger_export(checkpoint, "onnx", tmp_path / "tagger.onnx", monkeypatch)
-    session = onnxruntime.InferenceSession(str(tmp_path / "tagger.onnx"))
-    (probabilities,) = session.run(None, {"audio": audio.numpy()})
-    np.testing.assert_allclose(probabilities, expected, atol=1e-4)
-    single = session.run(None, {"audio": audio[:1, :1].numpy()})[0]
-    np.testing.assert_allclose(single, model.predict_clips(audio[:1, :1]).detach().numpy(),
-                               atol=1e-4)  # fmt: skip
-
-    for info in (json.loads(extra[EXTRA_FILE]),
-                 json.loads((tmp_path / "tagger.onnx.json").read_text())):  # fmt: skip
-        assert info["tag_names"] == model.tag_names
-        assert info["sample_rate"] == config["data"]["sample_rate"]
-        assert info["window_length"] == window and info["input_scale"] == 32768.0
+    assert info["tag_names"] == model.tag_names
+    assert info["sample_rate"] == config["data"]["sample_rate"]
+    assert info["window_length"] == window and info["input_scale"] == 32768.0
 
 
 def test_a_missing_checkpoint_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -75,7 +82,7 @@ def test_a_missing_checkpoint_is_named(tmp_path: Path, monkeypatch: pytest.Monke
     assert exit_info.value.code == 2 and "gone.ckpt does not exist" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+@pytest.mark.parametrize("fmt", ["torchscript", ONNX])
 def test_a_full_disk_keeps_the_previous_model_and_leaves_no_partial_file(
     checkpoint: Path, fmt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture,

@@ -369,6 +369,7 @@ def test_the_issues_flags_are_refused_in_one_line(argv: list[str]) -> None:
     assert error == stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow  # three real interpreters, the scripts end to end
 @pytest.mark.parametrize(
     ("script", "overrides", "message"),
     [
@@ -440,11 +441,9 @@ def test_a_batch_of_one_clip_would_crash_batch_norm_and_is_refused_first(
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def checkpoint(tiny_checkpoint: Path) -> Path:
     """A real checkpoint of a tiny run (one epoch, seconds)."""
-    run_dir = tmp_path_factory.mktemp("stored")
-    cfg = compose_config("train", run_dir, [*TINY, "test=false"])
-    return Path(train(cfg)["checkpoints"]["last"])
+    return tiny_checkpoint
 
 
 @pytest.mark.parametrize(

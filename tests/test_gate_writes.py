@@ -19,6 +19,7 @@ import io
 import logging
 import os
 import pathlib
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -42,7 +43,7 @@ from tagger.predict import Prediction, Taggram, write_taggram
 from tagger.report import write_report
 from tagger.robustness import Robustness, write_robustness
 from tagger.run_files import OutputError, write_json, write_predictions, write_text
-from tests.conftest import TINY, compose_config
+from tests.conftest import TINY
 
 ERRNOS = [errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.ENOTDIR, errno.EIO]
 #: Where a write can fail: creating the temporary, writing it, flushing it, renaming it.
@@ -342,16 +343,15 @@ def assert_failed_in_one_line(code: int, err: str, target: Path, errno_: int | N
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny run's checkpoint (its run folder has ``csv/metrics.csv`` and ``.hydra/``)."""
-    from tagger.train import train
-
-    run_dir = tmp_path_factory.mktemp("gate_run")
-    summary = train(compose_config("train", run_dir, [*TINY, "test=false"]))
+def trained(tmp_path_factory: pytest.TempPathFactory, tiny_run: dict) -> Path:
+    """A tiny run's checkpoint (its run folder has ``csv/metrics.csv`` and ``.hydra/``): a
+    copy of the session's ``tiny_run``."""
+    run_dir = tmp_path_factory.mktemp("gate_run") / "run"
+    shutil.copytree(tiny_run["run_dir"], run_dir)
     (run_dir / ".hydra").mkdir()
     (run_dir / ".hydra" / "config.yaml").write_text("task_name: train\n")
     (run_dir / ".hydra" / "overrides.yaml").write_text("[]\n")
-    return Path(summary["checkpoints"]["last"])
+    return run_dir / Path(tiny_run["checkpoints"]["last"]).relative_to(tiny_run["run_dir"])
 
 
 @pytest.fixture(scope="module")

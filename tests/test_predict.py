@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,17 +14,12 @@ import torch
 from tagger.module import load_trained
 from tagger.predict import Tagger, audio_files, windows
 from tagger.prepare.audio import decode
-from tests.conftest import REPO_ROOT, TINY, compose_config
-
-pytestmark = pytest.mark.slow  # trains a checkpoint, then starts `tagger predict` 3 times
+from tests.conftest import run_tagger
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tagger.train import train
-
-    run_dir = tmp_path_factory.mktemp("predict_run")
-    return Path(train(compose_config("train", run_dir, TINY))["checkpoints"]["last"])
+def checkpoint(tiny_checkpoint: Path) -> Path:
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +38,7 @@ def music(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tagger_predict(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", "from tagger.cli.main import main; main()", "predict",
-         *map(str, args)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    return run_tagger("predict", *args)
 
 
 def test_windows_cover_the_file_and_pad_a_short_one() -> None:

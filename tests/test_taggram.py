@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +18,14 @@ from tagger.figures import plot_taggram
 from tagger.module import load_trained
 from tagger.predict import taggram_names, windows
 from tagger.prepare.audio import decode
-from tests.conftest import REPO_ROOT, TINY, compose_config
+from tests.conftest import run_tagger
 
 RATE = 12_000  # the TINY checkpoint's sample rate; its windows are 4,096 samples
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tagger.train import train
-
-    run_dir = tmp_path_factory.mktemp("taggram_run")
-    return Path(train(compose_config("train", run_dir, TINY))["checkpoints"]["last"])
+def checkpoint(tiny_checkpoint: Path) -> Path:
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +48,7 @@ def music(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tagger_predict(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", "from tagger.cli.main import main; main()", "predict",
-         *map(str, args)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    return run_tagger("predict", *args)
 
 
 def read_taggram(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -122,7 +114,6 @@ def test_the_picture_puts_the_files_top_tags_first(tmp_path: Path) -> None:
     assert width > 600 and height > 150
 
 
-@pytest.mark.slow
 def test_taggrams_hold_every_windows_probabilities(checkpoint: Path, music: Path,
                                                    tmp_path: Path) -> None:  # fmt: skip
     """wav, flac and mp3 with overlapping windows (0.1 s = 1,200 samples apart); the clip
@@ -151,7 +142,6 @@ def test_taggrams_hold_every_windows_probabilities(checkpoint: Path, music: Path
         assert width > 600 and height > 150
 
 
-@pytest.mark.slow
 def test_same_named_files_do_not_overwrite_and_the_default_hop_is_a_window(
     checkpoint: Path, music: Path, tmp_path: Path
 ) -> None:
@@ -199,7 +189,6 @@ def test_a_taggram_folder_that_is_a_file_is_refused(
     )
 
 
-@pytest.mark.slow
 def test_a_hop_longer_than_a_window_is_refused(checkpoint: Path, music: Path,
                                                tmp_path: Path) -> None:  # fmt: skip
     result = tagger_predict(checkpoint, music / "song.wav", "--taggram", tmp_path, "--hop", "1")

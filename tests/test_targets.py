@@ -32,7 +32,7 @@ from tagger.targets import (
     check_stored_config,
 )
 from tagger.train import train
-from tests.conftest import REPO_ROOT, TINY, compose_config, run_cli
+from tests.conftest import REPO_ROOT, TINY, compose_config, run_cli, run_tagger
 
 MARKER_FN = f"{__name__}.write_marker"
 
@@ -53,11 +53,9 @@ class TinyNet(nn.Sequential):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def checkpoint(tiny_checkpoint: Path) -> Path:
     """The last.ckpt of a real one-epoch run."""
-    run_dir = tmp_path_factory.mktemp("targets_run")
-    summary = train(compose_config("train", run_dir, [*TINY, "test=false"]))
-    return Path(summary["checkpoints"]["last"])
+    return tiny_checkpoint
 
 
 def places(node: Any, path: tuple = ()) -> Iterator[tuple]:
@@ -259,8 +257,8 @@ def test_a_stores_meta_json_supplies_numbers_only(tmp_path: Path, value: Any) ->
     store.mkdir()
     value = {**value, "path": str(marker)} if isinstance(value, dict) else value
     (store / "meta.json").write_text(json.dumps({"sample_rate": value, "clip_samples": None}))
-    result = run_cli(str(REPO_ROOT / "train.py"), "data=store", f"data.path={store}",
-                     "trainer.max_epochs=1", cwd=tmp_path)  # fmt: skip
+    result = run_tagger("train", "data=store", f"data.path={store}", "trainer.max_epochs=1",
+                        cwd=tmp_path)  # fmt: skip
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()
