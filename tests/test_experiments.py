@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 import os
 import re
 import subprocess
@@ -223,6 +224,26 @@ def test_every_study_script_is_an_alias_of_its_study(name: str, tmp_path: Path) 
     train, *args = result.stdout.split()
     assert Path(train).resolve() == REPO_ROOT / "train.py"
     assert args == [f"study={name}", "data=coursework", "seed=1,2,3,4,5"]
+
+
+def test_the_study_callback_reports_every_job_of_the_sweep_failed_ones_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``StudyReport.on_multirun_end``, as Hydra calls it with the multirun's config."""
+    from tagger.cli.study import StudyReport
+    from tests.test_report import _completed, _job
+
+    sweep = tmp_path / "sweep"
+    _job(sweep, "0", ["experiment=baseline", "seed=1"], json.dumps(_completed(1, 256, 0.75)))
+    _job(sweep, "1", ["experiment=optimizer_adam", "seed=1"],
+         json.dumps({"status": "failed", "error": "loss is NaN"}))  # fmt: skip
+    StudyReport().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
+    markdown = (sweep / "report.md").read_text()
+    assert markdown in capsys.readouterr().out
+    assert "| experiment=baseline | 1/1 done | 0.8100 | 0.7500 |" in markdown
+    assert "| experiment=optimizer_adam | 0/1 done, 1 failed |" in markdown
+    assert f"- `{sweep / '1'}` (failed): loss is NaN" in markdown
+    assert (sweep / "report.csv").is_file()
 
 
 def _table1_cells(markdown: str) -> dict[tuple[str, str], str]:
