@@ -2,7 +2,8 @@
 # Create .venv and install tagger into it, choosing the torch build explicitly.
 #
 #   scripts/setup.sh           # runtime dependencies
-#   scripts/setup.sh --dev     # plus the test tools (pytest, ruff, scikit-learn, sweep plugins)
+#   scripts/setup.sh --dev     # plus the test tools (pytest, ruff, import-linter, hypothesis,
+#                              # scikit-learn, sweep plugins)
 #   scripts/setup.sh --sweeps  # plus the Hydra Optuna sweeper and submitit launchers
 #
 # Which torch build (TORCH_BUILD=auto|cpu|cuda, default auto):
@@ -40,7 +41,13 @@ if [[ "$TORCH_BUILD" == auto ]]; then
     fi
 fi
 
-[[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
+if [[ ! -x "$VENV/bin/python" ]]; then
+    "$PYTHON" -m venv "$VENV"
+    # The pip a distribution's venv brings may predate PEP 517 builds by default (Debian's
+    # 23.0 installs sdists such as antlr4-python3-runtime with `setup.py install`, leaving
+    # no wheel metadata behind); a current pip builds a wheel for every package.
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+fi
 pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 
 installed=$("$VENV/bin/python" -c 'import torch; print(torch.__version__)' 2>/dev/null || true)
