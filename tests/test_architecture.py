@@ -148,6 +148,7 @@ def import_changes(modules: list[str], paths: list[Path], pythonpath: Path) -> d
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # a new interpreter imports the whole library
 def test_importing_the_library_registers_nothing_and_filters_no_warning() -> None:
     changes = import_changes(LIBRARY, [MODULES[name] for name in LIBRARY], REPO_ROOT)
     assert changes == {"filters": [], "resolvers": [], "backend": ["svg", "svg"]}

@@ -9,7 +9,7 @@ import pytest
 
 from tagger.bench import Throughput, median_throughputs
 from tagger.cli.bench import report
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_tagger
 
 
 def _round(step: float, framework: float, coursework: float, peak: float) -> list[Throughput]:
@@ -67,8 +67,7 @@ def test_bench_runs_the_three_ways_and_reuses_its_clips(tmp_path: Path) -> None:
     ],
 )
 def test_bad_arguments_fail_in_one_line(tmp_path: Path, args: list[str], message: str) -> None:
-    result = run_cli("-m", "tagger", "bench", "--dir", str(tmp_path / "clips"), *args,
-                     cwd=tmp_path)  # fmt: skip
+    result = run_tagger("bench", "--dir", str(tmp_path / "clips"), *args, cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert message in result.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "clips" / "store").exists()  # failed before writing any clips

@@ -13,7 +13,7 @@ from tagger.cli.prepare import prepare
 from tagger.data.store import ClipStore
 from tagger.errors import ConfigError
 from tagger.train import train
-from tests.conftest import compose_config, run_cli
+from tests.conftest import compose_config, run_tagger
 from tests.fixtures_mtat import FOLDER_FILES, write_folder
 from tests.test_data_coursework import QUICK
 
@@ -149,7 +149,7 @@ def test_prepare_prints_one_line_per_refused_row(tmp_path: Path) -> None:
     with open(labels, "a") as f:
         f.write("../x.wav,bass,train\na/one.wav,beat,val\n")  # lines 11 and 12
     args = ["folder", "--root", str(tmp_path / "audio"), "--labels", str(labels)]
-    done = run_cli("-m", "tagger.cli.prepare", *args, "--out", str(tmp_path / "s"), cwd=tmp_path)
+    done = run_tagger("prepare", *args, "--out", str(tmp_path / "s"), cwd=tmp_path)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.splitlines() == [
         f"tagger: error: --labels {labels} line 11: path '../x.wav' leads outside --root "

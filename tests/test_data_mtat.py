@@ -168,6 +168,7 @@ def test_bad_input_is_named(
     assert not (tmp_path / "store").exists()
 
 
+@pytest.mark.slow  # the command in a real interpreter, with two decoding processes
 def test_cli_decodes_on_two_cores_and_refuses_to_overwrite(raw: RawMtat, tmp_path: Path) -> None:
     args = ["-m", "tagger.cli.prepare", "mtat", "--root", str(raw.root)]
     args += ["--out", str(tmp_path / "store"), "--workers", "2"]

@@ -22,7 +22,7 @@ from tagger.data.store import ClipStore, partial_dir
 from tagger.data.store_data import StoreDataModule
 from tagger.errors import ConfigError
 from tagger.prepare import build
-from tests.conftest import REPO_ROOT, run_cli
+from tests.conftest import REPO_ROOT, run_tagger
 from tests.fixtures_mtat import tones, write_raw_mtat
 
 #: Decodes as ``tagger prepare`` does, but 50 ms slower per file, so it can be killed midway.
@@ -51,6 +51,7 @@ def folder_args(root: Path, out: Path, clip_seconds: str = "0.5") -> list[str]:
     return [*args, "--sample-rate", "8000", "--clip-seconds", clip_seconds]
 
 
+@pytest.mark.slow  # a real prepare killed with SIGKILL, then another resuming it
 def test_a_killed_prepare_leaves_no_store_and_resumes(tmp_path: Path) -> None:
     write_many(tmp_path / "audio", 40)
     out = tmp_path / "store"
@@ -176,8 +177,6 @@ def test_a_store_without_val_split_carves_one(tmp_path: Path) -> None:
 
 
 def test_train_py_names_a_missing_store(tmp_path: Path) -> None:
-    done = run_cli(
-        str(REPO_ROOT / "train.py"), "data=store", f"data.path={tmp_path / 'nowhere'}", cwd=tmp_path
-    )
+    done = run_tagger("train", "data=store", f"data.path={tmp_path / 'nowhere'}", cwd=tmp_path)
     assert done.returncode == 2
     assert f"tagger: error: data.path={tmp_path / 'nowhere'} is not a clip store" in done.stderr

@@ -10,13 +10,13 @@ import torch
 
 from tagger.cli.train import hydra_main
 from tagger.module import TaggingModule, load_trained
-from tests.conftest import REPO_ROOT, run_cli
+from tests.conftest import run_tagger
 from tests.test_cli import SMALL
 
 
 def test_a_failing_sweep_job_is_recorded_and_the_others_run(tmp_path: Path) -> None:
-    result = run_cli(str(REPO_ROOT / "train.py"), "-m", "length=1024", "stride=2048,256",
-                     "test=false", *SMALL, cwd=tmp_path)  # fmt: skip
+    result = run_tagger("train", "-m", "length=1024", "stride=2048,256", "test=false", *SMALL,
+                        cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     (sweep,) = (tmp_path / "outputs" / "train" / "multiruns").iterdir()
     failed, done = (json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json")))

@@ -24,27 +24,17 @@ from tagger.figures import (
 )
 from tagger.metrics import tag_scores
 from tagger.module import load_trained
-from tagger.train import train
 from tests.conftest import compose_config
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory) -> tuple[dict, dict]:
-    """A baseline trained 3 epochs on the built-in data, then evaluated on validation."""
-    from tests.conftest import TINY
-
+def evaluated(tmp_path_factory, tiny_run: dict) -> tuple[dict, dict]:
+    """The session's tiny baseline (``tiny_run``), evaluated on validation."""
     root = tmp_path_factory.mktemp("figures")
-    trained = train(
-        compose_config(
-            "train",
-            root / "train",
-            [*TINY, "trainer.max_epochs=3", "optimizer=adamw", "test=false"],
-        )
-    )
     cfg = compose_config(
-        "eval", root / "eval", [f"ckpt_path={trained['checkpoints']['last']}", "split=val"]
+        "eval", root / "eval", [f"ckpt_path={tiny_run['checkpoints']['last']}", "split=val"]
     )
-    return trained, evaluate(cfg)  # fmt: skip
+    return tiny_run, evaluate(cfg)  # fmt: skip
 
 
 def test_eval_writes_the_figures_as_images(evaluated) -> None:

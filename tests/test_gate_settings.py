@@ -73,6 +73,7 @@ def _typed_leaves(cfg: DictConfig) -> dict[str, Any]:
     return found
 
 
+@pytest.mark.slow  # composing every option of every group takes seconds (`composed`)
 def test_every_number_and_flag_of_every_config_option_has_a_spec(composed) -> None:
     """(b) a new numeric key cannot be added to conf/ without its range in SETTINGS."""
     assert len(composed) > 40
@@ -96,6 +97,7 @@ def _named_key(error: ConfigError) -> str:
     return str(error).split(" ")[0].rstrip(":")
 
 
+@pytest.mark.slow
 def test_bad_values_of_every_numeric_setting_are_refused_in_one_line(composed) -> None:
     """(a) nan, inf, 0, -1, 1e30 and text on every numeric setting: one line naming it (or
     the setting that takes its value from it), or accepted where the spec says so."""
@@ -136,6 +138,7 @@ def _outside(spec: Spec) -> st.SearchStrategy[Any]:
     return st.one_of(beyond, *([fractions] if spec.kind == "int" else []))
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(data=st.data())
 def test_generated_bad_values_of_numeric_settings_are_refused(composed, data) -> None:
@@ -488,6 +491,7 @@ HYDRA_REFUSED = st.one_of(
 )  # fmt: skip
 
 
+@pytest.mark.slow  # twelve generated runs of train.py in this process
 @settings(max_examples=12, deadline=None)
 @given(override=HYDRA_REFUSED)
 def test_overrides_hydra_or_a_class_refuses_are_one_line(

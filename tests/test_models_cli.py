@@ -50,6 +50,7 @@ def test_a_row_counts_the_network_the_config_builds() -> None:
     assert row.multiply_adds_per_second == pytest.approx(expected * 12000 / 17475)
 
 
+@pytest.mark.slow  # counts the multiply-adds of every model of the zoo
 def test_docs_table_is_the_output_of_tagger_models() -> None:
     table = format_table(zoo_rows())
     docs = (REPO_ROOT / "docs" / "models.md").read_text()

@@ -45,6 +45,7 @@ def test_evaluation_batches_are_in_file_order() -> None:
     assert torch.cat([b["index"] for b in batches]).tolist() == list(range(7))
 
 
+@pytest.mark.slow  # two 2-epoch trainings each
 @pytest.mark.parametrize(
     "windows", [[], ["+data.random_windows=true", "+data.train_subclips=1"]],
     ids=["consecutive", "random_windows"],

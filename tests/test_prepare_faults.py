@@ -44,6 +44,7 @@ def empty_files(root: Path) -> list[Path]:
     return [path for path in root.rglob("*") if path.is_file() and path.stat().st_size == 0]
 
 
+@pytest.mark.slow  # two real prepares racing for one store
 def test_two_prepares_of_one_store_one_writes_the_other_stops_at_once(tmp_path: Path) -> None:
     write_many(tmp_path / "audio", 30)
     out = tmp_path / "store"

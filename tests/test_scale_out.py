@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tagger.evaluate import evaluate
-from tests.conftest import REPO_ROOT, TINY, compose_config, run_cli
+from tests.conftest import REPO_ROOT, TINY, compose_config, run_cli, run_tagger
 
 TRAIN = str(REPO_ROOT / "train.py")
 
@@ -68,9 +68,9 @@ def test_submitit_local_sweep_runs_each_job(tmp_path: Path) -> None:
 
 
 def test_slurm_launcher_config_carries_the_cluster_knobs(tmp_path: Path) -> None:
-    result = run_cli(TRAIN, "hydra/launcher=slurm", "hydra.launcher.partition=gpu",
-                     "hydra.launcher.timeout_min=60", "--cfg", "hydra", "--package",
-                     "hydra.launcher", cwd=tmp_path)  # fmt: skip
+    result = run_tagger("train", "hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+                        "hydra.launcher.timeout_min=60", "--cfg", "hydra", "--package",
+                        "hydra.launcher", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     launcher = yaml.safe_load(result.stdout)  # the hydra.launcher node
     assert launcher["_target_"].endswith("SlurmLauncher")

@@ -168,6 +168,7 @@ def test_a_real_checkpoint_passes_the_gate(checkpoint: Path) -> None:
     check_stored_config(config, "ckpt")
 
 
+@pytest.mark.slow  # over 200 plantings, each saved and loaded
 def test_planted_code_at_every_node_is_refused_before_anything_is_built(
     checkpoint: Path, tmp_path: Path
 ) -> None:
@@ -224,6 +225,7 @@ def test_eval_py_subprocess_refuses_a_planted_data_target(checkpoint: Path, tmp_
     assert not marker.exists()
 
 
+@pytest.mark.slow  # trains its own network, then runs four commands twice
 def test_a_users_own_network_needs_its_module_trusted(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
