@@ -14,7 +14,7 @@ from tagger.models.dieleman import DielemanCNN
 from tagger.models.layers import ResidualBlock
 from tagger.models.spectrogram import LogMelSpectrogram
 from tagger.zoo import count_multiply_adds, describe
-from tests.conftest import REPO_ROOT, run_cli
+from tests.conftest import REPO_ROOT, run_tagger
 
 
 def test_multiply_adds_of_conv_and_dense_layers_by_hand() -> None:
@@ -58,14 +58,13 @@ def test_docs_table_is_the_output_of_tagger_models() -> None:
 
 
 def test_tagger_models_command(tmp_path: Path) -> None:
-    main = "from tagger.cli.main import main; main()"
-    result = run_cli("-c", main, "models", "samplecnn", cwd=tmp_path)
+    result = run_tagger("models", "samplecnn", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("| model ") and lines[2].startswith("| `samplecnn` ")
     assert "59,049 samples" in lines[2]
 
-    result = run_cli("-c", main, "models", "resnet", cwd=tmp_path)
+    result = run_tagger("models", "resnet", cwd=tmp_path)
     assert result.returncode == 2
     assert "no model config 'resnet'" in result.stderr and "samplecnn" in result.stderr
 
