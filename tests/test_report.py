@@ -12,17 +12,16 @@ import pytest
 
 from tagger.published import published_auc
 from tagger.report import write_report
-from tests.conftest import REPO_ROOT, TINY, run_cli
-
-TRAIN = str(REPO_ROOT / "train.py")
+from tests.conftest import TINY, run_tagger
 
 
 @pytest.fixture(scope="module")
 def sweeps(tmp_path_factory) -> tuple[Path, Path]:
-    """A 2 optimizers x 2 seeds sweep, and a second sweep with a failed and an unfinished job."""
+    """A 2 optimizers x 2 seeds sweep, and a second sweep with a failed and an unfinished job
+    (``train.py -m`` in this process; five tiny trainings, so its tests are slow)."""
     cwd = tmp_path_factory.mktemp("sweeps")
     for args in (["optimizer=sgd,adamw", "seed=1,2"], ["length=1024", "stride=2048"]):
-        result = run_cli(TRAIN, "-m", *args, "test=false", *TINY, cwd=cwd)
+        result = run_tagger("train", "-m", *args, "test=false", *TINY, cwd=cwd)
         assert result.returncode == 0, result.stderr[-2000:]
     first, second = sorted((cwd / "outputs" / "train" / "multiruns").iterdir())
     unfinished = second / "9_killed"
@@ -30,6 +29,7 @@ def sweeps(tmp_path_factory) -> tuple[Path, Path]:
     return first, second
 
 
+@pytest.mark.slow
 def test_report_holds_mean_and_std_over_seeds(sweeps, tmp_path) -> None:
     first, _ = sweeps
     write_report([first], tmp_path)
@@ -50,6 +50,7 @@ def test_report_holds_mean_and_std_over_seeds(sweeps, tmp_path) -> None:
         assert row["published_auc"] == ""  # synthetic data: nothing to compare with
 
 
+@pytest.mark.slow
 def test_failed_and_unfinished_jobs_are_shown_and_do_not_stop_it(sweeps, tmp_path) -> None:
     report = write_report(list(sweeps), tmp_path)
     assert set(report.table["config"]) == {
@@ -135,8 +136,7 @@ def test_interrupted_and_unreadable_jobs_are_listed_and_do_not_stop_it(tmp_path)
     }
     jobs = {seed: _job(sweep, f"{seed}_seed={seed}", [f"seed={seed}"], text)
             for seed, text in texts.items()}  # fmt: skip
-    result = run_cli("-c", "from tagger.cli.report import main; main()", str(sweep),
-                     cwd=tmp_path)  # fmt: skip
+    result = run_tagger("report", sweep, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "| default | 1/6 done, 1 interrupted, 4 unreadable | 0.8100 |" in result.stdout
     assert f"- `{jobs[2]}` (interrupted): stopped by SIGTERM" in result.stdout
@@ -159,8 +159,7 @@ def test_interrupted_and_unreadable_jobs_are_listed_and_do_not_stop_it(tmp_path)
 
 
 def test_report_of_no_jobs_is_a_clear_error(tmp_path) -> None:
-    result = run_cli("-c", "from tagger.cli.report import main; main()", str(tmp_path),
-                     cwd=tmp_path)  # fmt: skip
+    result = run_tagger("report", tmp_path, cwd=tmp_path)
     assert result.returncode == 2
     assert "no training jobs (directories with .hydra/) under" in result.stderr
 
@@ -261,6 +260,7 @@ def test_runs_with_tag_categories_get_a_column_per_category(tmp_path) -> None:
     assert "| 0.6000 | 0.1500 | 0.6600 | – | 2.0 | 10 | n/a | n/a |" in text
 
 
+@pytest.mark.slow
 def test_runs_without_tag_categories_get_no_category_column(sweeps, tmp_path) -> None:
     report = write_report([sweeps[0]], tmp_path)
     assert not [column for column in report.table.columns if ":" in column]
