@@ -209,6 +209,7 @@ PARSERS: dict[str, tuple[argparse.ArgumentParser, list[str]]] = {
     "prepare jamendo": (prepare.parser(), ["jamendo", "--audio", "a", "--splits", "s", "--out",
                                            "o"]),
     "predict": (None, ["c.ckpt", "x.wav", "--taggram", "no-such-folder"]),
+    "embed": (None, ["c.ckpt", "x.wav", "--out", "o", "--per-window"]),
     "robustness": (None, ["c.ckpt"]),
     "bench": (bench.parser(), []),
     "check": (check.parser(), []),
@@ -280,7 +281,7 @@ def test_no_numeric_flag_escapes_the_schema() -> None:
     assert {("prepare folder", "--clip-seconds"), ("prepare folder", "--max-seconds"),
             ("prepare jamendo", "--min-seconds"), ("robustness", "--gains"),
             ("robustness", "--semitones"), ("robustness", "--rates"), ("robustness", "--snrs"),
-            ("predict", "--hop"), ("bench", "--steps"),
+            ("predict", "--hop"), ("embed", "--hop"), ("bench", "--steps"),
             ("check", "--workers")} <= flags  # fmt: skip
 
 

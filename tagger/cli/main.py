@@ -3,7 +3,7 @@
 Exit statuses of every command: 0 done, 2 bad input (arguments, settings, data, a
 checkpoint; one line), 1 a failed file system (any ``OSError`` a command leaves
 uncaught: one line naming the path, the reason and the fix), 128 + N stopped by signal N;
-``predict`` and ``check`` also exit 1 when they skipped or found unusable files.
+``predict``, ``embed`` and ``check`` also exit 1 when they skipped or found unusable files.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("tagger.cli.check", "read every clip of a data set once; list the unusable ones"),
     "report": ("tagger.cli.report", "results table (report.md/.csv) from sweep directories"),
     "predict": ("tagger.cli.predict", "tag audio files or folders with a checkpoint"),
+    "embed": ("tagger.cli.embed", "vectors of audio files or a store's clips, for other models"),
     "export": ("tagger.cli.export", "a checkpoint as a standalone TorchScript or ONNX model"),
     "bench": ("tagger.cli.bench", "training throughput: model step, framework, coursework loop"),
     "robustness": ("tagger.cli.robustness", "AUC under time stretch, pitch shift, gain, noise"),
