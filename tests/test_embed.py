@@ -301,3 +301,15 @@ def test_the_checkpoint_passes_predicts_gates(
         (line,) = result.stderr.strip().splitlines()
         assert line.startswith("tagger embed: error: ") and message in line, line
     assert not list(tmp_path.glob("e.*"))
+
+
+def test_a_long_run_shows_a_progress_bar_on_stderr(
+    tiny_checkpoint: Path, songs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bar waits ``PROGRESS_DELAY_S`` (none shows for a short run: the tests above);
+    without the wait it counts the inputs on stderr, and stdout stays one line."""
+    monkeypatch.setattr("tagger.cli.embed.PROGRESS_DELAY_S", 0)
+    result = run_tagger("embed", tiny_checkpoint, songs / "long.wav", songs / "stereo.wav",
+                        "--out", tmp_path / "e")  # fmt: skip
+    assert result.returncode == 0 and "embed: 100%" in result.stderr and "2/2" in result.stderr
+    assert result.stdout.count("\n") == 1
