@@ -14,6 +14,7 @@ from tests.conftest import run_tagger
 from tests.test_cli import SMALL
 
 
+@pytest.mark.slow
 def test_a_failing_sweep_job_is_recorded_and_the_others_run(tmp_path: Path) -> None:
     result = run_tagger("train", "-m", "length=1024", "stride=2048,256", "test=false", *SMALL,
                         cwd=tmp_path)  # fmt: skip
@@ -30,13 +31,16 @@ def test_a_failing_sweep_job_is_recorded_and_the_others_run(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("overrides", "last_step"),
     [
-        ([], 6),  # looked for every step on CPU
-        (["+model.finite_check_every=5"], 6),  # noted at step 7, found at step 10
+        pytest.param([], 6, id="every_step"),  # looked for every step on CPU
+        # noted at step 7, found at step 10
+        pytest.param(["+model.finite_check_every=5"], 6, id="every_5_steps",
+                     marks=pytest.mark.slow),
         # found as the step checkpoint after step 7 is about to be saved: never saved
-        (["+model.finite_check_every=50", "callbacks.step_checkpoint.every_n_train_steps=1"], 7),
+        pytest.param(["+model.finite_check_every=50",
+                      "callbacks.step_checkpoint.every_n_train_steps=1"], 7,
+                     id="before_a_checkpoint", marks=pytest.mark.slow),
     ],
-    ids=["every_step", "every_5_steps", "before_a_checkpoint"],
-)
+)  # fmt: skip
 def test_nan_loss_stops_the_run_naming_the_step_and_keeps_the_checkpoint(
     train_config, monkeypatch, capsys, overrides, last_step
 ) -> None:

@@ -81,6 +81,7 @@ def test_same_seed_gives_the_same_metrics(train_config, two_epoch_run: dict) -> 
     assert again["test"]["auc"] == two_epoch_run["test"]["auc"]
 
 
+@pytest.mark.slow  # two more trainings
 def test_resume_from_last_checkpoint_is_exact(train_config, two_epoch_run: dict) -> None:
     first = train(train_config(*TWO_EPOCHS, "trainer.max_epochs=1", run="first"))
     resumed = train(
@@ -180,6 +181,7 @@ def test_bf16_autocast_and_a_compiled_network_train_and_reload(train_config) -> 
     torch.testing.assert_close(model.state_dict(), checkpoint["state_dict"])
 
 
+@pytest.mark.slow
 def test_mean_probs_and_a_scheduler_train(train_config) -> None:
     summary = train(
         train_config("model.aggregation=mean_probs", "scheduler=cosine", "trainer.max_epochs=2")
