@@ -12,6 +12,9 @@
 * ``plot_robustness``: macro AUCs against the strength of each perturbation family
   (``tagger robustness``).
 * ``plot_taggram``: one file's tag probabilities over time (``tagger predict --taggram``).
+
+``per_tag_auc_figure`` and ``taggram_figure`` return the last two as ``Figure`` objects and
+``png_bytes`` draws one, for TensorBoard (``tagger.dashboards``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,14 @@ from torch import nn
 
 from tagger.metrics import tag_scores
 from tagger.run_files import atomic_write, write_text
+
+
+def png_bytes(figure: Figure) -> bytes:
+    """The figure as PNG bytes, drawn as ``_save`` draws its files (for TensorBoard's
+    images: ``tagger.dashboards``)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    return buffer.getvalue()
 
 
 def _save(figure: Figure, path: Path) -> Path:
@@ -93,6 +104,12 @@ def plot_per_tag_auc(tag_names: Sequence[str], auc: np.ndarray, png: Path, table
     for name, value in zip(tag_names, auc, strict=True):
         writer.writerow([name, "" if math.isnan(value) else f"{value:.6f}"])
     write_text(table, rows.getvalue())
+    return _save(per_tag_auc_figure(tag_names, auc), png)
+
+
+def per_tag_auc_figure(tag_names: Sequence[str], auc: Sequence[float]) -> Figure:
+    """``plot_per_tag_auc``'s chart as a ``Figure``: the tags' ROC-AUC, sorted, tags without
+    one (NaN) left out."""
     scored = sorted(
         ((v, n) for n, v in zip(tag_names, auc, strict=True) if not math.isnan(v)), reverse=True
     )
@@ -103,7 +120,7 @@ def plot_per_tag_auc(tag_names: Sequence[str], auc: np.ndarray, png: Path, table
     axis.set(ylabel="ROC-AUC", ylim=(min(0.5, *[v for v, _ in scored]) - 0.02, 1.0))
     axis.axhline(float(np.mean([v for v, _ in scored])), color="k", ls="--", lw=1, label="macro")
     axis.legend()
-    return _save(figure, png)
+    return figure
 
 
 def best_and_worst_clips(
@@ -310,6 +327,22 @@ def plot_taggram(
     ``starts_s`` [n] seconds, each column ``hop_s`` wide) and tag (rows). Tags run from the
     file's most probable (``clip_probabilities`` [K]) down, with a line under the first
     ``top_k``. ``probabilities``: [n, K]. Returns the tag names from top to bottom."""
+    figure, names = taggram_figure(starts_s, hop_s, probabilities, tag_names,
+                                   clip_probabilities, top_k, title)  # fmt: skip
+    _save(figure, path)
+    return names
+
+
+def taggram_figure(
+    starts_s: np.ndarray,
+    hop_s: float,
+    probabilities: np.ndarray,
+    tag_names: Sequence[str],
+    clip_probabilities: np.ndarray,
+    top_k: int = 10,
+    title: str = "",
+) -> tuple[Figure, list[str]]:
+    """``plot_taggram``'s picture as a ``Figure``, with the tag names from top to bottom."""
     order = np.argsort(-clip_probabilities, kind="stable")
     figure = Figure(figsize=(10, 1.2 + 0.16 * len(order)))
     axis = figure.subplots()
@@ -323,5 +356,4 @@ def plot_taggram(
         axis.axhline(top_k - 0.5, color="w", lw=1)
     axis.set(xlabel="window start (s)", title=title)
     figure.colorbar(image, ax=axis, label="tag probability", fraction=0.03, pad=0.01)
-    _save(figure, path)
-    return names
+    return figure, names

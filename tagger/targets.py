@@ -78,6 +78,7 @@ RECORDED = frozenset({
     "tagger.augment.Augment",
     "tagger.callbacks.LastCheckpoint",
     "tagger.callbacks.StepLog",
+    "tagger.dashboards.TensorBoardDashboards",
     "tagger.checkpoint_io.AtomicCheckpointIO",
     "lightning.pytorch.trainer.Trainer",
     "lightning.pytorch.callbacks.EarlyStopping",
