@@ -70,3 +70,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
         write_bytes(path, buffer.getbuffer(), note="the previous checkpoint is kept")
+
+
+def store_in_checkpoint(path: str | Path, key: str, value: Any) -> None:
+    """Rewrite the checkpoint at ``path`` with ``checkpoint[key] = value`` (plain data: a
+    weights-only load must still read it), whole or not at all through the same writer as
+    ``AtomicCheckpointIO``: a failed write leaves the previous file (``OutputError``)."""
+    checkpoint = read_checkpoint(path)
+    checkpoint[key] = value
+    AtomicCheckpointIO().save_checkpoint(checkpoint, path)

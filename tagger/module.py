@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from tagger.aggregation import AGGREGATIONS, Aggregation, clip_loss, clip_probabilities
 from tagger.checkpoint_io import read_checkpoint
+from tagger.decisions import CHECKPOINT_KEY, stored_thresholds
 from tagger.errors import ConfigError
 from tagger.metrics import EpochTagScores
 from tagger.settings import check_stored_settings
@@ -127,6 +128,9 @@ class TaggingModule(LightningModule):
         self._reported_skips: dict[str, list[str]] = {}
         self.finite_check_every = finite_check_every
         self._diverged: Tensor | None = None  # on the device: [first bad step or -1, loss, epoch]
+        # the decision thresholds of the checkpoint it was loaded from (``load_trained``;
+        # ``tagger.decisions.stored_thresholds``), None for a run that stores none
+        self.thresholds: dict[str, Any] | None = None
 
     def forward(self, audio: Tensor) -> Tensor:
         """Raw clips [B, n_subclips, 1, T], float or int16 -> sub-clip logits [B, n_subclips, K]."""
@@ -321,6 +325,8 @@ def load_trained(
     tagger's own networks and ``torch.optim``, or classes of ``trusted_modules``.
     Raises ``ConfigError`` naming the file when it cannot be read, was not written by
     tagger's ``train.py``, names code tagger will not run, or its weights do not fit.
+    The checkpoint's decision thresholds, if it has them, are checked and kept as
+    ``model.thresholds`` (``tagger.decisions.stored_thresholds``).
     """
     checkpoint = read_checkpoint(path)
     source = f"checkpoint {path}"
@@ -346,4 +352,5 @@ def load_trained(
     except RuntimeError as error:
         reason = str(error).splitlines()[0]
         raise ConfigError(f"{source}: its weights do not fit its model: {reason}") from None
+    model.thresholds = stored_thresholds(checkpoint.get(CHECKPOINT_KEY), model.tag_names, source)
     return model.eval(), config

@@ -213,6 +213,13 @@ class Tagger:
     def tag_names(self) -> list[str]:
         return self.model.tag_names
 
+    @property
+    def thresholds(self) -> dict[str, float] | None:
+        """Each tag's decision threshold as the checkpoint stores it (``tagger.decisions``),
+        or None for a checkpoint that stores none (a run from before they were fitted)."""
+        stored = self.model.thresholds
+        return None if stored is None else dict(stored["values"])
+
     @torch.inference_mode()
     def tag(self, path: Path, hop: int | None = None) -> Prediction:
         """Tag one file; with ``hop`` (samples, 1 to the window length) also its taggram,

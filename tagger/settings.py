@@ -216,6 +216,9 @@ SETTINGS: dict[str, Spec] = {
     "tags.*": TEXT,
     "split": Spec("choice", choices=("auto", "test", "val")),
     "trusted_modules.*": TEXT,
+    "decisions.rule": Spec("choice", choices=("per_tag", "shared"),
+                           hint="per_tag: each tag's F1-best threshold on validation; "
+                           "shared: one for every tag (tagger.decisions)"),
     # data
     "data.batch_size": Spec("int", 1, 100_000, unit=" (clips per batch)"),
     "data.n_subclips": Spec("int", 1, 100_000, unit=" (windows per clip)"),

@@ -1,6 +1,11 @@
 """The training workflow: ``train(cfg)`` fits, validates and tests a composed ``train.py``
 config and returns the run's summary, which it also writes to ``<run dir>/metrics.json``.
 
+After fitting, the decision thresholds are fitted on the validation split for the best
+checkpoint (and for ``last.ckpt``, to its own weights), stored in those checkpoint files
+(``checkpoint["thresholds"]``) and in ``metrics.json``, and the test split's precision,
+recall and F1 at them are reported (``decide_and_store``; ``tagger.decisions``).
+
 Runs that do not complete are recorded too (``record_failure``, ``record_interruption``);
 saying so to the user and choosing the exit code is left to ``tagger.cli.train``.
 """
@@ -23,12 +28,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from tagger.augment import augment_callbacks
 from tagger.callbacks import FitState, RunInterrupted, StopOnSignal, StoreRunConfig
-from tagger.checkpoint_io import read_checkpoint
+from tagger.checkpoint_io import read_checkpoint, store_in_checkpoint
 from tagger.data.datamodule import ClipDataModule
+from tagger.decisions import CHECKPOINT_KEY, Thresholds
 from tagger.errors import ConfigError, find_config_error
+from tagger.evaluate import decisions_summary, fit_decisions, split_predictions, thresholds_section
 from tagger.lock import ProcessLock, children_end_with_this_process
 from tagger.metrics import logged_summary
-from tagger.module import build_module
+from tagger.module import TaggingModule, build_module
 from tagger.run_files import OutputError, write_json
 from tagger.settings import check_last_batch, check_settings, lightning_max_epochs
 
@@ -192,12 +199,28 @@ def _train(cfg: DictConfig, stop: StopOnSignal) -> dict[str, Any]:
     if "val/auc" in final:
         summary["val"] = logged_summary(final, "val", datamodule.tag_names)
 
+    deciding = sizes["val_clips"] > 0 and not trainer.fast_dev_run
+    rule = (cfg.get("decisions") or {}).get("rule", "per_tag")
+    if deciding:  # the best checkpoint's (or the final weights'), before another is loaded
+        thresholds = fit_decisions(trainer, model, datamodule, rule, checkpoints["best"])
+        summary["thresholds"] = thresholds_section(
+            thresholds, datamodule.tag_names, "fitted", checkpoints["best"] or "final weights"
+        )
+
     if cfg.get("test") and sizes["test_clips"] > 0 and not trainer.fast_dev_run:
         (tested,) = trainer.test(model, datamodule=datamodule, ckpt_path=checkpoints["best"])
         summary["test"] = {
             **logged_summary(tested, "test", datamodule.tag_names),
             "checkpoint": checkpoints["best"] or "final weights",
         }
+        if deciding:
+            _, probs, labels = split_predictions(trainer, model, datamodule.loader("test"),
+                                                 checkpoints["best"])  # fmt: skip
+            summary["test"]["decisions"] = decisions_summary(
+                thresholds, probs.numpy(), labels.numpy(), datamodule.tag_names
+            )
+    if deciding:
+        decide_and_store(trainer, model, datamodule, rule, checkpoints, thresholds)
 
     summary.update(
         checkpoints=checkpoints,
@@ -208,6 +231,32 @@ def _train(cfg: DictConfig, stop: StopOnSignal) -> dict[str, Any]:
     if trainer.is_global_zero:  # under DDP, one process writes the run's files
         write_json(Path(cfg.paths.output_dir) / "metrics.json", summary)
     return summary
+
+
+def decide_and_store(
+    trainer: L.Trainer,
+    model: TaggingModule,
+    datamodule: ClipDataModule,
+    rule: str,
+    checkpoints: Mapping[str, str | None],
+    best: Thresholds,
+) -> None:
+    """Store the thresholds in the run's checkpoint files (``checkpoint["thresholds"]``,
+    rewritten whole through ``store_in_checkpoint``): ``best``, fitted to the best
+    checkpoint, in it; ``last.ckpt`` (when it is another file) gets its own, fitted to its
+    weights on the validation split. Every process scores; one writes."""
+    tag_names = datamodule.tag_names
+    fitted = {}
+    if checkpoints["best"]:
+        fitted[checkpoints["best"]] = best
+    last = checkpoints["last"]
+    if last and last not in fitted:
+        fitted[last] = best if not checkpoints["best"] else fit_decisions(
+            trainer, model, datamodule, rule, last
+        )  # fmt: skip
+    if trainer.is_global_zero:
+        for path, thresholds in fitted.items():
+            store_in_checkpoint(path, CHECKPOINT_KEY, thresholds.stored(tag_names))
 
 
 def _record_end(cfg: DictConfig, record: dict[str, Any]) -> None:

@@ -126,7 +126,7 @@ def test_predict_never_prints_nan_and_its_json_is_strict(
         elif output == "csv":
             assert out.splitlines() == ["file,a,b", f"{good},0.250000,0.750000"]
         else:
-            assert out.splitlines() == [str(good), "  b  0.750", "  a  0.250"]
+            assert out.splitlines() == [str(good), "  tags: b 0.750", "  b  0.750", "  a  0.250"]
     with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
         predict_cli.render_json([FakeTagger().tag(nan_output)], list(FakeTagger.tag_names), 2, [])
 

@@ -96,7 +96,9 @@ def test_table_shows_top_tags_and_reports_the_corrupt_file(checkpoint: Path, mus
         str(music / "nested" / "c.mp3"),
     ]
     for block in blocks:
-        probabilities = [float(line.split()[-1]) for line in block.splitlines()[1:]]
+        decided, *top = block.splitlines()[1:]
+        assert decided.startswith("  tags: ")  # tests/test_decisions.py checks them
+        probabilities = [float(line.split()[-1]) for line in top]
         assert len(probabilities) == 3 and probabilities == sorted(probabilities, reverse=True)
 
 

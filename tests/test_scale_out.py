@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tagger.checkpoint_io import read_checkpoint
 from tagger.evaluate import evaluate
 from tests.conftest import REPO_ROOT, TINY, compose_config, run_cli, run_tagger
 
@@ -40,6 +41,9 @@ def test_two_process_ddp_auc_is_computed_over_all_predictions(
     assert single["val_clips"] == ddp["val_clips"] == 30
     assert ddp["final"]["val/auc"] == pytest.approx(single["val"]["auc"], abs=1e-6)
     assert ddp["final"]["val/pr_auc"] == pytest.approx(single["val"]["pr_auc"], abs=1e-6)
+    # the decision thresholds, fitted on the validation clips of both processes
+    stored = read_checkpoint(ddp["checkpoints"]["last"])["thresholds"]
+    assert stored["values"] == single["thresholds"]["values"]
 
 
 @pytest.mark.slow

@@ -28,12 +28,14 @@ BATCH = Spec("int", 1, 100_000, unit=" (clips per batch)")
 FRACTION = Spec("float", 0.0, 1.0, high_open=True, unit=" (a fraction)")
 #: Tags shown per file.
 TOP_K = Spec("int", 1, 100_000, unit=" (tags)")
+#: A decision threshold: a tag is decided when its probability is at least this.
+THRESHOLD = Spec("float", 0.0, 1.0, unit=" (a probability)")
 #: MTG-Jamendo's split-0 ... split-4.
 JAMENDO_SPLIT = Spec("int", 0, 4, unit=" (the N of split-N)")
 #: (seed and sample rate flags take what the config settings take: ``SEED``, ``SAMPLE_RATE``)
 __all__ = [
     "BATCH", "FRACTION", "JAMENDO_SPLIT", "SAMPLE_RATE", "SECONDS", "SECONDS_OR_ZERO", "SEED",
-    "TOP_K", "WORKERS", "number", "seconds_or_none", "spec_of",
+    "THRESHOLD", "TOP_K", "WORKERS", "number", "seconds_or_none", "spec_of",
 ]  # fmt: skip
 
 

@@ -32,8 +32,12 @@ def hydra_main(cfg: DictConfig) -> float:
         exit_on_config_error(error)
         raise
     split = summary["split"]
-    log.info("%s/auc %.4f, %s/pr_auc %.4f; written to %s", split, summary[split]["auc"],
-             split, summary[split]["pr_auc"], Path(cfg.paths.output_dir))  # fmt: skip
+    decisions, thresholds = summary[split]["decisions"], summary["thresholds"]
+    log.info("%s/auc %.4f, %s/pr_auc %.4f; at the %s thresholds (%s): micro F1 %.4f, macro "
+             "F1 %.4f; written to %s", split, summary[split]["auc"], split,
+             summary[split]["pr_auc"], thresholds["rule"], thresholds["source"],
+             decisions["micro"]["f1"], decisions["macro"]["f1"],
+             Path(cfg.paths.output_dir))  # fmt: skip
     return summary[split]["auc"]
 
 

@@ -1,7 +1,12 @@
 """``tagger predict CKPT FILE_OR_DIR... [--top-k 10] [--format table|json|csv] [--device cpu]
-[--taggram DIR [--hop SECONDS]]``.
+[--threshold P] [--taggram DIR [--hop SECONDS]]``.
 
-Prints each file's most probable tags (table), every tag's probability (json, csv).
+Prints each file's decided tags and most probable tags (table), every tag's probability and
+the decided tags (json), every tag's probability (csv). A tag is decided when its
+probability is at least its threshold (``tagger.decisions``): the checkpoint's, fitted on
+its validation split when it was trained; ``--threshold P``, one for every tag, overrides
+them; a checkpoint that stores none (a run from before they were fitted) decides at 0.5,
+and says so once on stderr.
 With ``--taggram DIR`` it also writes each file's taggram, the probabilities of every
 window, as ``DIR/<file name>.taggram.csv`` and ``.taggram.png`` (``write_taggram``;
 same-named files of different folders go into subfolders named after the folders that
@@ -27,8 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tagger.cli.args import SECONDS, TOP_K, number
+from tagger.cli.args import SECONDS, THRESHOLD, TOP_K, number
 from tagger.cli.trust import add_trust_option, trusted
+from tagger.decisions import DEFAULT_THRESHOLD, decided_tags
 from tagger.errors import ConfigError
 from tagger.predict import (
     AUDIO_SUFFIXES,
@@ -41,27 +47,56 @@ from tagger.predict import (
 from tagger.prepare.audio import AudioError
 
 
-def render_table(predictions: list[Prediction], tag_names: list[str], top_k: int) -> str:
-    """Each file's name, then its ``top_k`` tags with probabilities, one per line."""
+def _decided_line(prediction: Prediction, tag_names: list[str], thresholds: np.ndarray) -> str:
+    tags = decided_tags(prediction.probabilities, thresholds, tag_names)
+    shown = ", ".join(f"{tag} {p:.3f}" for tag, p in tags)
+    return f"  tags: {shown or 'none (no tag reaches its threshold)'}"
+
+
+def render_table(predictions: list[Prediction], tag_names: list[str], top_k: int,
+                 thresholds: np.ndarray | None = None) -> str:  # fmt: skip
+    """Each file's name, its decided tags (``tags: rock 0.912, guitar 0.701``: probability
+    at least the tag's threshold, most probable first; none without ``thresholds``), then
+    its ``top_k`` tags with probabilities, one per line."""
     width = max(map(len, tag_names))
     blocks = []
     for prediction in predictions:
         lines = [f"{prediction.path}"]
+        if thresholds is not None:
+            lines.append(_decided_line(prediction, tag_names, thresholds))
         lines += [f"  {tag:<{width}}  {p:.3f}" for tag, p in prediction.top(tag_names, top_k)]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 
 
 def render_json(
-    predictions: list[Prediction], tag_names: list[str], top_k: int, skipped: list[AudioError]
+    predictions: list[Prediction],
+    tag_names: list[str],
+    top_k: int,
+    skipped: list[AudioError],
+    thresholds: np.ndarray | None = None,
+    source: str = "default",
 ) -> str:
-    """Every file's probability for every tag, its ``top_k`` tags, and the skipped files."""
+    """Every file's probability for every tag, its decided tags (``tags``: probability at
+    least the tag's threshold, most probable first), its ``top_k`` tags, and the skipped
+    files; ``thresholds`` (each tag's value and their ``source``: checkpoint,
+    --threshold or default) once. Without ``thresholds``, ``DEFAULT_THRESHOLD``."""
+    if thresholds is None:
+        thresholds = np.full(len(tag_names), DEFAULT_THRESHOLD)
     document = {
         "tags": tag_names,
+        "thresholds": {
+            "source": source,
+            "values": dict(zip(tag_names, map(float, thresholds), strict=True)),
+        },
         "files": [
             {
                 "file": str(prediction.path),
                 "windows": prediction.windows,
+                "tags": [
+                    {"tag": t, "probability": p}
+                    for t, p in decided_tags(prediction.probabilities, thresholds, tag_names)
+                ],
                 "top": [{"tag": t, "probability": p} for t, p in prediction.top(tag_names, top_k)],
                 "probabilities": dict(
                     zip(tag_names, prediction.probabilities.tolist(), strict=True)
@@ -117,6 +152,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--format", choices=("table", "json", "csv"), default="table",
                         help="table: top tags; json and csv: every tag's probability")  # fmt: skip
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--threshold", type=number(THRESHOLD), metavar="P",
+                        help="decide every tag at this probability (0 to 1) instead of the "
+                        "checkpoint's thresholds, fitted on its validation split")  # fmt: skip
     parser.add_argument("--taggram", type=Path, metavar="DIR",
                         help="also write each file's window-by-window tag probabilities here: "
                         "<file name>.taggram.csv and .taggram.png")  # fmt: skip
@@ -149,6 +187,22 @@ def taggram_hop(args: argparse.Namespace, tagger: Tagger) -> int:
     return hop
 
 
+def decision_thresholds(tagger: Tagger, threshold: float | None) -> tuple[np.ndarray, str]:
+    """Each tag's threshold [K] and where it comes from: ``--threshold`` (one for every
+    tag), the ``checkpoint``'s own, else ``default`` (``DEFAULT_THRESHOLD``, said once on
+    stderr: a checkpoint from before thresholds were stored)."""
+    names = tagger.tag_names
+    if threshold is not None:
+        return np.full(len(names), threshold), "--threshold"
+    stored = getattr(tagger, "thresholds", None)  # any tagger: a test's may have none
+    if stored:
+        return np.array([stored[tag] for tag in names], dtype=np.float64), "checkpoint"
+    print(f"tagger predict: note: the checkpoint stores no decision thresholds (trained "
+          f"before they were fitted); deciding every tag at {DEFAULT_THRESHOLD} (--threshold P "
+          "sets another)", file=sys.stderr)  # fmt: skip
+    return np.full(len(names), DEFAULT_THRESHOLD), "default"
+
+
 def main() -> None:
     args = parse_args(sys.argv[1:])
     try:
@@ -168,6 +222,9 @@ def main() -> None:
               f"{', '.join(map(str, args.inputs))}", file=sys.stderr)  # fmt: skip
         raise SystemExit(2)
     hop = taggram_hop(args, tagger) if args.taggram else None
+    thresholds, source = (None, "") if args.format == "csv" else decision_thresholds(
+        tagger, args.threshold
+    )  # csv: the probabilities alone
     names = taggram_names(files)
 
     predictions: list[Prediction] = []
@@ -186,11 +243,12 @@ def main() -> None:
             write_taggram(prediction, tagger.tag_names, args.taggram, names[path], args.top_k)
 
     if args.format == "json":
-        print(render_json(predictions, tagger.tag_names, args.top_k, skipped), end="")
+        print(render_json(predictions, tagger.tag_names, args.top_k, skipped, thresholds,
+                          source), end="")  # fmt: skip
     elif args.format == "csv":
         print(render_csv(predictions, tagger.tag_names), end="")
     elif predictions:
-        print(render_table(predictions, tagger.tag_names, args.top_k), end="")
+        print(render_table(predictions, tagger.tag_names, args.top_k, thresholds), end="")
     if args.taggram and predictions:
         print(f"tagger predict: taggrams of {len(predictions)} files in {args.taggram}",
               file=sys.stderr)  # fmt: skip

@@ -87,13 +87,23 @@ def _run(cfg: DictConfig) -> float | None:
     if rank_zero_only.rank == 0:  # under DDP, the process that wrote metrics.json
         final, best = summary["final"], summary["best"]
         log.info(
-            "final val/auc %.4f (best %.4f)%s; metrics in %s",
+            "final val/auc %.4f (best %.4f)%s%s; metrics in %s",
             final.get("val/auc", float("nan")),
             best.get("val/auc", float("nan")),
             f", test/auc {summary['test']['auc']:.4f}" if "test" in summary else "",
+            _test_f1(summary),
             Path(summary["run_dir"]) / "metrics.json",
         )
     return summary["final"].get(cfg.get("optimized_metric", "val/auc"))
+
+
+def _test_f1(summary: dict) -> str:
+    """``, test micro F1 x, macro F1 y (per_tag thresholds)`` when the run has them."""
+    decisions = summary.get("test", {}).get("decisions")
+    if decisions is None:
+        return ""
+    return (f", test micro F1 {decisions['micro']['f1']:.4f}, macro F1 "
+            f"{decisions['macro']['f1']:.4f} ({summary['thresholds']['rule']} thresholds)")
 
 
 def fixed_run_dir(args: list[str]) -> Path | None:
