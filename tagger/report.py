@@ -19,6 +19,7 @@ spectrogram), each cell the held-out ROC-AUC over seeds with the published figur
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +37,11 @@ from tagger.run_files import write_text
 IGNORED_OVERRIDES = ("seed", "paths.", "ckpt_path", "hydra.", "trainer.enable_progress_bar")
 #: What became of a job, in the order the report counts them.
 STATUSES = ("completed", "failed", "unfinished", "interrupted", "unreadable")
-#: A completed job's figures that are averaged over seeds (mean ± sample std).
-FIGURES = ("train_auc", "test_auc", "train_pr_auc", "test_pr_auc")
+#: A completed job's figures that are averaged over seeds (mean ± sample std); the F1s are
+#: the test split's at the run's decision thresholds (``metrics.json``'s ``test.decisions``;
+#: NaN for a run without a test split).
+FIGURES = ("train_auc", "test_auc", "train_pr_auc", "test_pr_auc", "test_micro_f1",
+           "test_macro_f1")  # fmt: skip
 #: Table 1's columns: the input each ``model=`` choice of its cells reads, as the papers name it.
 TABLE1_INPUTS = {"baseline": "raw audio", "spectrogram": "spectrogram"}
 #: The former Table 1 configs, ``experiment=table1_raw_1024_512``: input, length, stride.
@@ -88,11 +92,14 @@ def _job_figures(metrics: dict[str, Any]) -> dict[str, float]:
         for category, values in (held_out.get("per_category") or {}).items()
         for figure in ("auc", "pr_auc")
     }
+    decisions = (metrics.get("test") or {}).get("decisions") or {}
     figures = {
         "train_auc": final["train/auc"],
         "train_pr_auc": final["train/pr_auc"],
         "test_auc": held_out["auc"],
         "test_pr_auc": held_out["pr_auc"],
+        "test_micro_f1": (decisions.get("micro") or {}).get("f1", math.nan),
+        "test_macro_f1": (decisions.get("macro") or {}).get("f1", math.nan),
         "epochs": metrics["epochs"],
         "wall_time_s": metrics["wall_time_s"],
         **per_category,
@@ -340,13 +347,15 @@ def render_markdown(
     ]
     header = ["config", "runs", "train ROC-AUC", "held-out ROC-AUC", "train PR-AUC",
               "held-out PR-AUC", *category_header, "epochs", "wall time (s)", "published",
-              "difference"]  # fmt: skip
+              "difference", "test micro F1", "test macro F1"]  # fmt: skip
     lines = [
         "# Results",
         "",
         f"From {', '.join(str(r) for r in roots)}. Mean ± sample std over seeds; held-out is "
         "the test split (val where a run had none). Published: the paper's figure for this "
-        "setting; n/a where the data is not MTAT or no paper reports the setting."
+        "setting; n/a where the data is not MTAT or no paper reports the setting. Test "
+        "micro and macro F1: at each run's decision thresholds, fitted on validation (– "
+        "where a run has no test split)."
         + (" Per tag category (e.g. genre ROC-AUC): the held-out macro figure over the "
            "category's tags." if by_category else ""),
         "",
@@ -376,6 +385,8 @@ def render_markdown(
                     "–" if pd.isna(row.wall_time_s_mean) else f"{row.wall_time_s_mean:.0f}",
                     "n/a" if pd.isna(row.published_auc) else f"{row.published_auc:.4f}",
                     "n/a" if pd.isna(row.difference) else f"{row.difference:+.4f}",
+                    _mean_std(row.test_micro_f1_mean, row.test_micro_f1_std),
+                    _mean_std(row.test_macro_f1_mean, row.test_macro_f1_std),
                 ]
             )
         )

@@ -331,3 +331,28 @@ def test_planted_thresholds_are_refused_in_one_line(tiny_checkpoint: Path, song:
             load_trained(planted)
         result = run_tagger("predict", planted, song)
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, where
+
+
+def test_the_report_averages_the_test_f1_over_seeds(tmp_path: Path) -> None:
+    """``tagger report``: test micro and macro F1 (mean ± std over seeds) in report.csv and
+    report.md; '–' for a config whose runs have no test split."""
+    import csv
+
+    from tagger.report import write_report
+    from tests.test_report import _jamendo_run, _job
+
+    for model, seed, f1 in (("a", 1, 0.40), ("a", 2, 0.50), ("b", 1, None)):
+        metrics = _jamendo_run(seed, f"m.{model}", 0.8, 0.7)
+        if f1 is not None:
+            metrics["test"]["decisions"] = {"micro": {"f1": f1}, "macro": {"f1": f1 / 2}}
+        _job(tmp_path, f"{model}_{seed}", [f"model={model}", f"seed={seed}"], json.dumps(metrics))
+    report = write_report([tmp_path], tmp_path / "out")
+    with report.csv.open() as f:
+        rows = {row["config"]: row for row in csv.DictReader(f)}
+    assert float(rows["model=a"]["test_micro_f1_mean"]) == pytest.approx(0.45)
+    assert float(rows["model=a"]["test_macro_f1_mean"]) == pytest.approx(0.225)
+    assert rows["model=b"]["test_micro_f1_mean"] == ""
+    text = report.markdown.read_text()
+    assert "| difference | test micro F1 | test macro F1 |" in text
+    assert f"| {0.45:.4f} ± {np.std([0.4, 0.5], ddof=1):.4f} | {0.225:.4f} ± " in text
+    assert "| n/a | n/a | – | – |" in text
