@@ -21,13 +21,17 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Any
-
-from omegaconf import DictConfig, ListConfig, Node
-from omegaconf.errors import OmegaConfBaseException
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from tagger.errors import ConfigError
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig, ListConfig, Node
+    from torch import nn
+
+# omegaconf and torch are imported where they are used: the command line's flags
+# (tagger.cli.args) take this module's Spec in an install with neither (tagger predict
+# BUNDLE: numpy, soundfile, soxr and onnxruntime alone).
 
 KINDS = ("int", "float", "bool", "str", "choice", "count_or_fraction")
 
@@ -370,6 +374,8 @@ def spec_for(key: str) -> tuple[int, Spec] | None:
 
 def leaves(node: DictConfig | ListConfig, prefix: str = "") -> Iterator[tuple[str, Node]]:
     """Every leaf of a config: (dotted key, its node), depth first, in the config's order."""
+    from omegaconf import DictConfig, ListConfig
+
     items = node.keys() if isinstance(node, DictConfig) else range(len(node))
     for key in items:
         child = node._get_node(key)
@@ -402,6 +408,8 @@ def _from_resolver(cfg: DictConfig, node: Node) -> bool:
 
 def _node_at(cfg: DictConfig, key: str) -> Node | None:
     """The node at dotted ``key`` of ``cfg``, or None."""
+    from omegaconf import DictConfig, ListConfig
+
     node: Any = cfg
     for part in key.split("."):
         if isinstance(node, ListConfig) and part.isdigit() and int(part) < len(node):
@@ -418,6 +426,8 @@ def _node_at(cfg: DictConfig, key: str) -> Node | None:
 def _value(key: str, node: Node) -> Any:
     """The leaf's value, interpolations resolved; ``ConfigError`` naming ``key`` when it
     cannot be resolved (another setting's ``ConfigError`` passes through)."""
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
         return node._dereference_node()._value() if node._is_interpolation() else node._value()
     except ConfigError:
@@ -453,6 +463,8 @@ def check_settings(cfg: DictConfig | Mapping[str, Any], prefix: str = "") -> Non
     ``cfg`` may also be plain data (a dict, such as the run config stored in a
     checkpoint): its values are taken as they are, never resolved (a ``${...}`` there is
     text), so nothing read from a file runs a resolver."""
+    from omegaconf import DictConfig
+
     specs = list(SETTINGS.values())
     if not isinstance(cfg, DictConfig):
         found_plain = []
@@ -511,6 +523,8 @@ def check_last_batch(model: nn.Module, datamodule: Any, world_size: int = 1) -> 
     ``ClipDataModule`` (its training split, batch size and windows per training clip);
     under DDP each of ``world_size`` processes takes ceil(clips / world_size) clips
     (Lightning pads the shards)."""
+    from torch import nn
+
     if not any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in model.modules()):
         return
     train_clips = datamodule.split_sizes()["train_clips"]

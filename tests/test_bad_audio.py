@@ -13,7 +13,7 @@ import soundfile
 from tagger.cli import predict as predict_cli
 from tagger.cli.prepare import prepare
 from tagger.data.store import ClipStore
-from tagger.predict import Prediction
+from tagger.predict import Prediction, Tagger
 from tagger.prepare.audio import AudioError, read_audio
 from tests.fixtures_mtat import tones, write_folder
 
@@ -107,7 +107,7 @@ def test_predict_never_prints_nan_and_its_json_is_strict(
     for path in (good, nan_output):
         soundfile.write(path, tones(np.random.default_rng(3), 8000, 8000), 8000)
     nan_samples = nan_wav(tmp_path / "samples.wav")
-    monkeypatch.setattr(predict_cli.Tagger, "from_checkpoint", lambda *args: FakeTagger())
+    monkeypatch.setattr(Tagger, "from_checkpoint", lambda *args: FakeTagger())
     for output in ("json", "csv", "table"):
         argv = ["tagger predict", "x.ckpt", str(good), str(nan_output), str(nan_samples)]
         monkeypatch.setattr(sys, "argv", [*argv, "--format", output])

@@ -1,4 +1,5 @@
-"""``tagger export``: TorchScript and ONNX models give the checkpoint's probabilities."""
+"""``tagger export``: torch.export (pt2), ONNX and TorchScript models give the checkpoint's
+probabilities; TorchScript, deprecated, says so in one line (bundles: tests/test_bundle.py)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ import torch
 
 from tagger.cli import export as export_cli
 from tagger.cli import main as cli_main
-from tagger.export import EXTRA_FILE
+from tagger.export import EXTRA_FILE, TORCHSCRIPT_NOTE
 from tagger.module import load_trained
 from tests.conftest import TINY, compose_config
 
 #: ONNX (its exporter takes seconds) and a second model's training run in `make test-all`.
 ONNX = pytest.param("onnx", marks=pytest.mark.slow)
+#: torch.jit.load's own deprecation warning, in the tests that load a TorchScript file
+JIT_LOAD_DEPRECATED = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.load` is deprecated")
 
 
 @pytest.fixture(scope="module", params=["baseline", pytest.param("spectrogram",
@@ -42,7 +45,8 @@ def tagger_export(checkpoint: Path, fmt: str, out: Path, monkeypatch: pytest.Mon
     export_cli.main()
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", ONNX])
+@JIT_LOAD_DEPRECATED
+@pytest.mark.parametrize("fmt", ["pt2", "torchscript", ONNX])
 def test_exports_give_the_checkpoints_probabilities(
     checkpoint: Path, fmt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -60,6 +64,16 @@ def test_exports_give_the_checkpoints_probabilities(
         with torch.no_grad():
             np.testing.assert_allclose(scripted(audio).numpy(), expected, atol=1e-4)
         info = json.loads(extra[EXTRA_FILE])
+    elif fmt == "pt2":
+        tagger_export(checkpoint, "pt2", tmp_path / "tagger.pt2", monkeypatch)
+        extra = {EXTRA_FILE: ""}
+        program = torch.export.load(tmp_path / "tagger.pt2", extra_files=extra).module()
+        with torch.no_grad():
+            np.testing.assert_allclose(program(audio).numpy(), expected, atol=1e-4)
+            np.testing.assert_allclose(program(audio[:1, :1]).numpy(),
+                                       model.predict_clips(audio[:1, :1]).numpy(), atol=1e-4)
+        info = json.loads(extra[EXTRA_FILE])
+        assert json.loads((tmp_path / "tagger.pt2.json").read_text()) == info
     else:
         tagger_export(checkpoint, "onnx", tmp_path / "tagger.onnx", monkeypatch)
         session = onnxruntime.InferenceSession(str(tmp_path / "tagger.onnx"))
@@ -73,6 +87,16 @@ def test_exports_give_the_checkpoints_probabilities(
     assert info["tag_names"] == model.tag_names
     assert info["sample_rate"] == config["data"]["sample_rate"]
     assert info["window_length"] == window and info["input_scale"] == 32768.0
+
+
+def test_torchscript_says_it_is_deprecated_in_one_line(
+    tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    tagger_export(tiny_checkpoint, "torchscript", tmp_path / "tagger.pt", monkeypatch)
+    captured = capsys.readouterr()
+    assert captured.err == f"tagger export: note: {TORCHSCRIPT_NOTE}\n"
+    assert "--format pt2" in TORCHSCRIPT_NOTE and (tmp_path / "tagger.pt").is_file()
 
 
 def test_a_missing_checkpoint_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -376,6 +376,12 @@ COMMANDS: dict[str, tuple[Command, tuple[str, ...]]] = {
     "export onnx": (lambda ckpt, song, out: ["export", ckpt, "--format", "onnx",
                                              "--out", out / "m.onnx"],
                     ("m.onnx", "m.onnx.json")),
+    "export pt2": (lambda ckpt, song, out: ["export", ckpt, "--format", "pt2",
+                                            "--out", out / "m.pt2"],
+                   ("m.pt2", "m.pt2.json")),
+    "export bundle": (lambda ckpt, song, out: ["export", ckpt, "--format", "bundle",
+                                               "--out", out],
+                      ("model.onnx", "MODEL_CARD.md", "tagger.json")),
     "report": (lambda ckpt, song, out: ["report", ckpt.parent.parent, "--out", out],
                ("curves.png", "report.md", "report.csv")),
     "predict --taggram": (lambda ckpt, song, out: ["predict", ckpt, song, "--taggram", out],
@@ -412,14 +418,15 @@ def test_a_command_whose_write_fails_says_so_in_one_line_and_exits_1(
     name = data.draw(st.sampled_from(targets), label="failing file")
     out = tmp_path_factory.mktemp("out")
     target = out / name
-    if command not in ("train", "eval"):  # a run folder is new; other outputs may be there
+    new = command in ("train", "eval", "export bundle")  # a new folder (a bundle: or empty)
+    if not new:  # other outputs may be there
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(PREVIOUS)
     capsys.readouterr()
     with failing(code, stage, target.name):
         status, err = run_tagger(*arguments(trained, song, out), capsys=capsys)
     assert_failed_in_one_line(status, err, target, code)
-    if command in ("train", "eval"):
+    if new:
         assert not target.exists()
     else:
         assert target.read_bytes() == PREVIOUS

@@ -19,9 +19,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("tagger.cli.prepare", "decode MTAT or an audio folder into a clip store"),
     "check": ("tagger.cli.check", "read every clip of a data set once; list the unusable ones"),
     "report": ("tagger.cli.report", "results table (report.md/.csv) from sweep directories"),
-    "predict": ("tagger.cli.predict", "tag audio files or folders with a checkpoint"),
+    "predict": ("tagger.cli.predict", "tag audio files or folders with a checkpoint or bundle"),
     "embed": ("tagger.cli.embed", "vectors of audio files or a store's clips, for other models"),
-    "export": ("tagger.cli.export", "a checkpoint as a standalone TorchScript or ONNX model"),
+    "export": ("tagger.cli.export", "a checkpoint as a standalone model: pt2, ONNX, a bundle"),
     "bench": ("tagger.cli.bench", "training throughput: model step, framework, coursework loop"),
     "robustness": ("tagger.cli.robustness", "AUC under time stretch, pitch shift, gain, noise"),
 }
@@ -45,7 +45,20 @@ def main() -> None:
     try:
         importlib.import_module(COMMANDS[command][0]).main()
     except Exception as error:  # the top-level handler: a failed file system is one line
-        from tagger.cli.hydra_setup import exit_on_os_error
-
+        try:
+            from tagger.cli.hydra_setup import exit_on_os_error
+        except ImportError:  # an install for bundles alone (tagger predict BUNDLE): no Hydra
+            _exit_on_os_error_without_hydra(error)
+            raise error from None
         exit_on_os_error(error)
         raise
+
+
+def _exit_on_os_error_without_hydra(error: Exception) -> None:
+    """``exit_on_os_error``'s one line and status 1 for an ``OSError``, where Hydra (which
+    ``tagger.cli.hydra_setup`` imports) is not installed; else return."""
+    if isinstance(error, OSError):
+        from tagger.run_files import describe_os_error
+
+        print(f"tagger: error: {describe_os_error(error)}", file=sys.stderr)
+        raise SystemExit(1) from None

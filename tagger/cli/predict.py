@@ -18,6 +18,11 @@ tagged on what it holds, with a warning on stderr. A folder's files that are not
 are named on stderr as left out; a folder with no audio file is an error. Exit status: 0
 when every file was tagged, 1 when some were skipped, 2 when the arguments or the
 checkpoint are wrong.
+
+In place of a checkpoint it takes a bundle (a folder written by ``tagger export --format
+bundle``: ``tagger.bundle``), run by onnxruntime: that path imports neither torch, Hydra nor
+Lightning (torch only with ``--taggram``, for its pictures), so it runs where only numpy,
+soundfile, soxr and onnxruntime are installed besides tagger.
 """
 
 from __future__ import annotations
@@ -28,23 +33,20 @@ import io
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
+from tagger.bundle import BundleTagger, is_bundle
 from tagger.cli.args import SECONDS, THRESHOLD, TOP_K, number
 from tagger.cli.trust import add_trust_option, trusted
 from tagger.decisions import DEFAULT_THRESHOLD, decided_tags
 from tagger.errors import ConfigError
-from tagger.predict import (
-    AUDIO_SUFFIXES,
-    Prediction,
-    Tagger,
-    audio_files,
-    taggram_names,
-    write_taggram,
-)
+from tagger.predictions import AUDIO_SUFFIXES, Prediction, audio_files, taggram_names
 from tagger.prepare.audio import AudioError
+
+if TYPE_CHECKING:  # tagger.predict imports torch: a bundle is tagged without it
+    from tagger.predict import Tagger
 
 
 def _decided_line(prediction: Prediction, tag_names: list[str], thresholds: np.ndarray) -> str:
@@ -141,7 +143,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         description="Tag audio files with a trained checkpoint: each file is decoded, "
         "resampled to the model's rate, cut into the model's windows and averaged.",
     )
-    parser.add_argument("checkpoint", type=Path, help="a .ckpt written by train.py")
+    parser.add_argument("checkpoint", type=Path, help="a .ckpt written by train.py, or a "
+                        "bundle: a folder written by tagger export --format bundle")  # fmt: skip
     parser.add_argument(
         "inputs", nargs="+", type=Path, metavar="FILE_OR_DIR",
         help=f"audio files, or folders searched recursively for {', '.join(AUDIO_SUFFIXES)}",
@@ -167,12 +170,41 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--hop sets the taggram's windows: give --taggram DIR too")
     if args.taggram is not None and args.taggram.exists() and not args.taggram.is_dir():
         parser.error(f"--taggram {args.taggram} is a file; give a folder (made if missing)")
-    if args.device == "cuda" and not torch.cuda.is_available():
+    if args.device == "cuda" and not is_bundle(args.checkpoint) and not _cuda_available():
         parser.error("--device cuda: no CUDA GPU is available here (leave --device at cpu)")
     return args
 
 
-def taggram_hop(args: argparse.Namespace, tagger: Tagger) -> int:
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def load_tagger(args: argparse.Namespace) -> Tagger | BundleTagger:
+    """The checkpoint's tagger, or the bundle's (a folder); ``ConfigError`` naming the file.
+    With ``--taggram``, a bundle needs tagger's drawing (matplotlib, torch) too."""
+    if not is_bundle(args.checkpoint):
+        try:
+            from tagger.predict import Tagger
+        except ImportError as error:  # an install for bundles alone
+            raise ConfigError(f"{args.checkpoint} is not a bundle (a folder), and reading a "
+                              f"checkpoint needs {error.name}, which is not installed here: "
+                              "export it as a bundle (tagger export CKPT --format bundle --out "
+                              "DIR) or pip install tagger with its dependencies") from None
+        return Tagger.from_checkpoint(args.checkpoint, args.device, trusted(args))
+    if args.taggram:
+        try:
+            import tagger.predict  # noqa: F401  (write_taggram draws with matplotlib, torch)
+        except ImportError as error:
+            raise ConfigError(f"--taggram draws its pictures with tagger's full install, and "
+                              f"{error.name} is not installed here; tag the bundle without "
+                              "--taggram, or pip install tagger with its dependencies"
+                              ) from None  # fmt: skip
+    return BundleTagger.from_bundle(args.checkpoint, args.device)
+
+
+def taggram_hop(args: argparse.Namespace, tagger: Tagger | BundleTagger) -> int:
     """``--hop`` in samples at the model's rate (default: the window); exits with status 2
     when it rounds to no sample or is longer than a window (windows would leave gaps)."""
     if args.hop is None:
@@ -206,7 +238,7 @@ def decision_thresholds(tagger: Tagger, threshold: float | None) -> tuple[np.nda
 def main() -> None:
     args = parse_args(sys.argv[1:])
     try:
-        tagger = Tagger.from_checkpoint(args.checkpoint, args.device, trusted(args))
+        tagger = load_tagger(args)
     except ConfigError as error:
         print(f"tagger predict: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -240,6 +272,8 @@ def main() -> None:
         if args.taggram:
             # a taggram that cannot be written ends the command (one line, status 1: the
             # top-level handler of tagger.cli.main)
+            from tagger.predict import write_taggram
+
             write_taggram(prediction, tagger.tag_names, args.taggram, names[path], args.top_k)
 
     if args.format == "json":

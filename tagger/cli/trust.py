@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import argparse
 
-from tagger.targets import module_names
-
 
 def add_trust_option(parser: argparse.ArgumentParser) -> None:
     """Add ``--trust-module MODULE`` (repeatable) to ``parser``; read it with ``trusted``."""
@@ -20,4 +18,7 @@ def add_trust_option(parser: argparse.ArgumentParser) -> None:
 
 def trusted(args: argparse.Namespace) -> tuple[str, ...]:
     """The modules given with ``--trust-module``, checked to be module names."""
+    # imported here: tagger.targets imports torch, which tagger predict BUNDLE runs without
+    from tagger.targets import module_names
+
     return module_names(args.trust_module)
