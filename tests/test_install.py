@@ -158,6 +158,10 @@ def test_an_installed_wheel_runs_every_command_from_another_directory(tmp_path: 
         cwd=here, env=env, capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
     assert where == [str(site / "tagger" / "config.py"), str(site / "tagger" / "conf")]
+    # the page of tagger export --format web ships as package data (tagger.web.PAGE_FILES)
+    assert sorted(p.name for p in (site / "tagger" / "page").iterdir()) == [
+        "app.js", "index.html", "style.css",
+    ]  # fmt: skip
 
     tagger("train", *TINY, "data.n_subclips=1")
     (run,) = (here / "outputs" / "train" / "runs").iterdir()

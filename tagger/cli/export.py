@@ -3,7 +3,9 @@ tagger.
 
 See ``tagger.export`` for the exported model's input and output, and ``tagger.bundle`` for a
 bundle (a folder: ``model.onnx``, ``tagger.json``, ``MODEL_CARD.md``; ``tagger predict DIR``
-runs it without torch). ``--format torchscript`` is deprecated (one line on stderr).
+runs it without torch). ``--format web`` writes a page to try the tagger in a browser
+(``tagger.cli.web``; from a checkpoint or a bundle). ``--format torchscript`` is deprecated
+(one line on stderr).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from pathlib import Path
 
 from tagger.cli.trust import add_trust_option, trusted
+from tagger.cli.web import export_web
 from tagger.errors import ConfigError
 from tagger.export import (
     FORMATS,
@@ -24,6 +27,7 @@ from tagger.export import (
     metadata,
 )
 from tagger.module import load_trained
+from tagger.web import FORMAT as WEB_FORMAT
 
 
 def main() -> None:
@@ -33,16 +37,22 @@ def main() -> None:
         "[batch, n_windows, 1, window_length] on the int16 scale -> tag probabilities "
         "[batch, K]. Tag names, sample rate, window length and input scale go to FILE.json. "
         "--format bundle writes a folder (model.onnx, tagger.json, MODEL_CARD.md) that "
-        "tagger predict runs with onnxruntime, without torch.",
+        "tagger predict runs with onnxruntime, without torch; --format web, a folder with a "
+        "page to try it in a browser (python -m http.server -d DIR).",
     )
-    parser.add_argument("checkpoint", type=Path, help="a .ckpt written by train.py")
-    parser.add_argument("--format", choices=FORMATS, required=True,
+    parser.add_argument("checkpoint", type=Path, help="a .ckpt written by train.py (web: "
+                        "or a bundle's folder)")  # fmt: skip
+    parser.add_argument("--format", choices=(*FORMATS, WEB_FORMAT), required=True,
                         help="pt2: torch.export's program; onnx; bundle: a folder for tagger "
-                        "predict; torchscript: deprecated")  # fmt: skip
+                        "predict; web: a folder with a page for a browser; torchscript: "
+                        "deprecated")  # fmt: skip
     parser.add_argument("--out", type=Path, required=True,
                         help="the model file to write (bundle: a new or empty folder)")  # fmt: skip
     add_trust_option(parser)
     args = parser.parse_args(sys.argv[1:])
+    if args.format == WEB_FORMAT:
+        export_web(args)
+        return
     try:
         if args.format == "bundle":  # before the checkpoint is read
             check_bundle_out(args.out)
