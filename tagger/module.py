@@ -20,6 +20,7 @@ from tagger.checkpoint_io import read_checkpoint
 from tagger.decisions import CHECKPOINT_KEY, stored_thresholds
 from tagger.errors import ConfigError
 from tagger.metrics import EpochTagScores
+from tagger.models.parts import frozen_modules, output_layer_name
 from tagger.settings import check_stored_settings
 from tagger.targets import check_hyperparameters, check_stored_config, check_stored_data
 
@@ -86,6 +87,11 @@ class TaggingModule(LightningModule):
             look waits for the device. Between looks the first bad step is noted on the
             device, and a look always comes before a checkpoint is saved, so none holds
             the weights of a diverged step. (Not a hyperparameter: not in checkpoints.)
+        freeze: the part of the network that training leaves as it is (``model.freeze``;
+            ``tagger.models.parts``): ``none``, ``front_end`` or ``all_but_output`` (a
+            linear probe). Its parameters do not train and its modules run in eval mode,
+            so batch norm there keeps its running statistics and dropout there is off.
+            (Not a hyperparameter: a checkpoint holds the whole network either way.)
     """
 
     def __init__(
@@ -97,6 +103,7 @@ class TaggingModule(LightningModule):
         aggregation: Aggregation = "mean_logits",
         input_scale: float = 32768.0,
         finite_check_every: int | None = None,
+        freeze: str = "none",
     ) -> None:
         super().__init__()
         if aggregation not in AGGREGATIONS:
@@ -117,6 +124,8 @@ class TaggingModule(LightningModule):
         )
         self.tag_names = list(tag_names)
         self.net = instantiate(self.hparams.net, num_tags=len(self.tag_names))
+        self.frozen_part = freeze
+        self._frozen = [module.eval() for _, module in freeze_part(self.net, freeze)]
         # the optimizer and scheduler as factories, built from the plain configs in hparams
         self.optimizer_factory = _factory(self.hparams.optimizer, "optimizer")
         self.scheduler_factory: Callable[..., Any] | None = None
@@ -131,6 +140,13 @@ class TaggingModule(LightningModule):
         # the decision thresholds of the checkpoint it was loaded from (``load_trained``;
         # ``tagger.decisions.stored_thresholds``), None for a run that stores none
         self.thresholds: dict[str, Any] | None = None
+
+    def train(self, mode: bool = True) -> TaggingModule:
+        """As ``nn.Module.train``, but the frozen part (``freeze``) stays in eval mode."""
+        super().train(mode)
+        for module in self._frozen:
+            module.eval()
+        return self
 
     def forward(self, audio: Tensor) -> Tensor:
         """Raw clips [B, n_subclips, 1, T], float or int16 -> sub-clip logits [B, n_subclips, K]."""
@@ -257,7 +273,8 @@ class TaggingModule(LightningModule):
         self._log_epoch_scores("test", per_tag=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer_factory(self.parameters())
+        # the frozen part's parameters are left out: no update, no weight decay, no state
+        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         scheduler = self.scheduler_factory(optimizer)
@@ -290,6 +307,21 @@ class TaggingModule(LightningModule):
             torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def freeze_part(net: nn.Module, part: str) -> list[tuple[str, nn.Module]]:
+    """Freeze ``part`` of ``net`` (``tagger.models.parts.FREEZE``): no parameter there
+    requires a gradient (for ``all_but_output``, every parameter outside the output layer).
+    Returns the frozen submodules, which ``TaggingModule.train`` keeps in eval mode."""
+    modules = frozen_modules(net, part)
+    if part == "all_but_output":
+        head = output_layer_name(net)
+        frozen = [p for name, p in net.named_parameters() if not name.startswith(f"{head}.")]
+    else:
+        frozen = [p for _, module in modules for p in module.parameters()]
+    for parameter in frozen:
+        parameter.requires_grad_(False)
+    return modules
+
+
 def build_module(cfg: DictConfig, tag_names: list[str]) -> TaggingModule:
     """The ``TaggingModule`` of a composed ``train.py`` config, for ``tag_names``.
 
@@ -315,19 +347,12 @@ def _tensors(value: Any) -> bool:
     )
 
 
-def load_trained(
+def read_trained(
     path: str | Path, trusted_modules: Sequence[str] = ()
-) -> tuple[TaggingModule, dict[str, Any]]:
-    """The trained module (eval mode, on the CPU) and the run config stored in a checkpoint of
-    tagger's ``train.py``, loaded weights-only and read once.
-
-    The stored configs pass the gate of ``tagger.targets`` before anything is built: only
-    tagger's own networks and ``torch.optim``, or classes of ``trusted_modules``.
-    Raises ``ConfigError`` naming the file when it cannot be read, was not written by
-    tagger's ``train.py``, names code tagger will not run, or its weights do not fit.
-    The checkpoint's decision thresholds, if it has them, are checked and kept as
-    ``model.thresholds`` (``tagger.decisions.stored_thresholds``).
-    """
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A checkpoint of tagger's ``train.py`` read once, weights-only, and through every gate
+    of ``load_trained`` short of building its model: (the checkpoint, its checked
+    hyperparameters, its run config). ``ConfigError`` naming the file otherwise."""
     checkpoint = read_checkpoint(path)
     source = f"checkpoint {path}"
     if not checkpoint.get("hyper_parameters") or not isinstance(checkpoint.get("config"), dict):
@@ -343,6 +368,24 @@ def load_trained(
     state = checkpoint.get("state_dict")
     if not isinstance(state, dict) or not all(map(_tensors, state.values())):
         raise ConfigError(f"{source} has no state_dict of tensors")
+    return checkpoint, hparams, config
+
+
+def load_trained(
+    path: str | Path, trusted_modules: Sequence[str] = ()
+) -> tuple[TaggingModule, dict[str, Any]]:
+    """The trained module (eval mode, on the CPU) and the run config stored in a checkpoint of
+    tagger's ``train.py``, loaded weights-only and read once.
+
+    The stored configs pass the gate of ``tagger.targets`` before anything is built: only
+    tagger's own networks and ``torch.optim``, or classes of ``trusted_modules``.
+    Raises ``ConfigError`` naming the file when it cannot be read, was not written by
+    tagger's ``train.py``, names code tagger will not run, or its weights do not fit.
+    The checkpoint's decision thresholds, if it has them, are checked and kept as
+    ``model.thresholds`` (``tagger.decisions.stored_thresholds``).
+    """
+    checkpoint, hparams, config = read_trained(path, trusted_modules)
+    source, state = f"checkpoint {path}", checkpoint["state_dict"]
     try:
         model = TaggingModule(**hparams)
     except (TypeError, ValueError) as error:  # arguments the network does not take
@@ -354,3 +397,130 @@ def load_trained(
         raise ConfigError(f"{source}: its weights do not fit its model: {reason}") from None
     model.thresholds = stored_thresholds(checkpoint.get(CHECKPOINT_KEY), model.tag_names, source)
     return model.eval(), config
+
+
+def _shape(tensor: Tensor) -> str:
+    return "[" + ", ".join(map(str, tensor.shape)) + "]"
+
+
+def _tag_change(stored: Sequence[str], new: Sequence[str]) -> str:
+    """How the checkpoint's tags and this run's differ, in words."""
+    gone = [t for t in stored if t not in set(new)]
+    added = [t for t in new if t not in set(stored)]
+
+    def some(names: list[str]) -> str:
+        return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+    parts = [f"the checkpoint has {len(stored)} tags, this data {len(new)}"]
+    if gone:
+        parts.append(f"only in the checkpoint: {some(gone)}")
+    if added:
+        parts.append(f"only here: {some(added)}")
+    return "; ".join(parts)
+
+
+def init_from_checkpoint(
+    model: TaggingModule,
+    path: str | Path,
+    trusted_modules: Sequence[str] = (),
+    sample_rate: int | None = None,
+) -> dict[str, Any]:
+    """Start ``model`` (a new run's, built for its own data) from the weights of a trained
+    checkpoint (``init_from``): fine-tuning, not a resume (the optimizer, epoch and step
+    start afresh). The checkpoint passes every gate of ``load_trained`` (``read_trained``);
+    its network must be of the same class as ``model``'s.
+
+    Every weight of the network (parameters and buffers) whose name and shape match is
+    copied. The output layer (``net.classifier[-1]``) is copied only for the same tags:
+    the same names in the same order, or in another order (its rows are reordered to this
+    run's); for any other tag set it keeps ``model``'s fresh initialisation.
+    Returns what was done, for the log and ``metrics.json``: ``checkpoint``, ``network``,
+    ``tags`` (same, reordered or different), ``loaded`` (names in the network),
+    ``not_loaded`` (name: reason) and ``unused`` (the checkpoint's weights nothing took).
+    ``ConfigError`` naming ``init_from`` when nothing of the network but its output layer
+    would load: another class of network, other layer sizes everywhere.
+    """
+    source = f"init_from={path}"
+    if not Path(path).is_file():
+        raise ConfigError(f"{source}: no such file (init_from takes a checkpoint written by "
+                          "train.py, such as a run's checkpoints/last.ckpt)")  # fmt: skip
+    try:
+        checkpoint, hparams, config = read_trained(path, trusted_modules)
+    except ConfigError as error:  # it names the file; say which setting gave it
+        raise type(error)(f"init_from: {error}") from None
+    theirs, ours = hparams["net"]["_target_"], model.hparams.net["_target_"]
+    if theirs != ours:
+        raise ConfigError(
+            f"{source}: its network is {theirs}, this run's {ours}; fine-tuning starts "
+            "from the same network: choose the checkpoint's model (its config.yaml's model)"
+        )
+    stored = {name.removeprefix("net."): value
+              for name, value in checkpoint["state_dict"].items()
+              if name.startswith("net.")}  # fmt: skip
+    own = model.net.state_dict()
+    stored_tags, tags = list(hparams["tag_names"]), list(model.tag_names)
+    same_tags = stored_tags == tags
+    reordered = not same_tags and sorted(stored_tags) == sorted(tags)
+    try:
+        head: str | None = output_layer_name(model.net)
+    except ConfigError:  # a network of the user's without net.classifier[-1]
+        if not same_tags:
+            raise
+        head = None
+    order = torch.tensor([stored_tags.index(t) for t in tags]) if reordered else None
+
+    loaded: list[str] = []
+    not_loaded: dict[str, str] = {}
+    values: dict[str, Tensor] = {}
+    for name, mine in own.items():
+        in_head = head is not None and name.startswith(f"{head}.")
+        if in_head and not (same_tags or reordered):
+            not_loaded[name] = (f"output layer re-initialised: the tag set differs "
+                                f"({_tag_change(stored_tags, tags)})")  # fmt: skip
+            continue
+        if name not in stored:
+            not_loaded[name] = "not in the checkpoint"
+            continue
+        value = stored[name]
+        if in_head and order is not None and value.shape[:1] == (len(stored_tags),):
+            value = value[order]  # its rows in this run's tag order
+        if value.shape != mine.shape:
+            not_loaded[name] = (f"shape {_shape(mine)} here, {_shape(value)} in the "
+                                "checkpoint")  # fmt: skip
+            continue
+        values[name] = value
+        loaded.append(name)
+    for name, reason in list(not_loaded.items()):  # a layer loads whole or not at all
+        layer = name.rpartition(".")[0]
+        for other in [n for n in loaded if n.rpartition(".")[0] == layer]:
+            loaded.remove(other)
+            not_loaded[other] = f"the rest of its layer does not load ({name}: {reason})"
+            del values[other]
+    not_loaded = {name: not_loaded[name] for name in own if name in not_loaded}
+    parameters = dict(model.net.named_parameters())
+    body = [name for name in loaded  # a parameter outside the output layer
+            if name in parameters and (head is None or not name.startswith(f"{head}."))]
+    if not body:
+        first = next(iter(not_loaded.items()), ("", "no weights"))
+        raise ConfigError(
+            f"{source}: none of its network's weights fit this model's (e.g. "
+            f"{first[0]}: {first[1]}); nothing would be loaded: fine-tune with the "
+            "checkpoint's model settings and window length (data.subclip_len)"
+        )
+    with torch.no_grad():
+        for name, value in values.items():
+            own[name].copy_(value)
+    report: dict[str, Any] = {
+        "checkpoint": str(path),
+        "network": ours,
+        "tags": "same" if same_tags else "reordered" if reordered else "different",
+        "loaded": loaded,
+        "not_loaded": not_loaded,
+        "unused": sorted(set(stored) - set(own) | {n for n in not_loaded if n in stored}),
+    }
+    stored_rate = config["data"]["sample_rate"]
+    if sample_rate is not None and sample_rate != stored_rate:
+        report["warning"] = (f"the checkpoint was trained on audio at {stored_rate} Hz, this "
+                             f"data is at {sample_rate} Hz: its filters will see other "
+                             "frequencies")  # fmt: skip
+    return report

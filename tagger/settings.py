@@ -213,6 +213,8 @@ SETTINGS: dict[str, Spec] = {
     "length": _samples("length"),
     "stride": _samples("stride"),
     "ckpt_path": Spec("str", null="a fresh start"),
+    "init_from": Spec("str", null="the model's own initialisation",
+                      hint="a checkpoint of train.py to fine-tune from (docs/training.md)"),
     "test": FLAG,
     "compile": FLAG,
     "task_name": TEXT,
@@ -253,6 +255,9 @@ SETTINGS: dict[str, Spec] = {
     "model.input_scale": Spec("float", 0.0, 1e9, low_open=True,
                               unit=" (the samples are divided by it)"),
     "model.finite_check_every": Spec("int", 1, STEPS, null="every step"),
+    "model.freeze": Spec("choice", choices=("none", "front_end", "all_but_output"),
+                         hint="the part of the network that does not train "
+                         "(tagger.models.parts)"),
     "model.net.subclip_len": Spec("int", 1, 100_000_000, unit=" (samples per window)"),
     "model.net.sample_rate": SAMPLE_RATE,
     "model.net.conv_length": _samples("length"),

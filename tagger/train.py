@@ -6,6 +6,10 @@ checkpoint (and for ``last.ckpt``, to its own weights), stored in those checkpoi
 (``checkpoint["thresholds"]``) and in ``metrics.json``, and the test split's precision,
 recall and F1 at them are reported (``decide_and_store``; ``tagger.decisions``).
 
+With ``init_from=CKPT`` the new run starts from a trained checkpoint's weights
+(fine-tuning: ``start_from``, ``tagger.module.init_from_checkpoint``), and what was loaded
+and what not is logged and kept in ``metrics.json`` (``init_from``).
+
 Runs that do not complete are recorded too (``record_failure``, ``record_interruption``);
 saying so to the user and choosing the exit code is left to ``tagger.cli.train``.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,9 +40,10 @@ from tagger.errors import ConfigError, find_config_error
 from tagger.evaluate import decisions_summary, fit_decisions, split_predictions, thresholds_section
 from tagger.lock import ProcessLock, children_end_with_this_process
 from tagger.metrics import logged_summary
-from tagger.module import TaggingModule, build_module
+from tagger.module import TaggingModule, build_module, init_from_checkpoint
 from tagger.run_files import OutputError, write_json
 from tagger.settings import check_last_batch, check_settings, lightning_max_epochs
+from tagger.targets import module_names
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +129,42 @@ def resolve_checkpoint(cfg: DictConfig) -> None:
         cfg.paths.checkpoint_dir = str(Path(cfg.ckpt_path).resolve().parent)
 
 
+def check_init_from(cfg: DictConfig) -> None:
+    """Refuse ``init_from`` with a given ``ckpt_path`` in one line: one starts a new run from
+    a checkpoint's weights, the other resumes a run. (With ``ckpt_path=auto`` a restarted
+    fine-tuning resumes its own checkpoint once it has one: ``start_from``.)"""
+    if cfg.get("init_from") and cfg.get("ckpt_path") not in (None, "auto"):
+        raise ConfigError(
+            "init_from and ckpt_path cannot be given together: init_from=CKPT starts a new "
+            "run from a checkpoint's weights (fine-tuning), ckpt_path=CKPT resumes the run "
+            "that wrote it; give one"
+        )
+
+
+def start_from(cfg: DictConfig, model: TaggingModule, datamodule: ClipDataModule
+               ) -> dict[str, Any] | None:  # fmt: skip
+    """Load ``init_from``'s weights into the new run's ``model`` (``init_from_checkpoint``)
+    and log what was loaded and what not; the record for ``metrics.json``, or None without
+    ``init_from``. A run resuming its own checkpoint (``ckpt_path=auto`` after a restart)
+    takes its weights from there instead."""
+    path = cfg.get("init_from")
+    if not path:
+        return None
+    if cfg.get("ckpt_path"):
+        log.info("init_from: not loaded, the run resumes from %s", cfg.ckpt_path)
+        return {"checkpoint": path, "resumed_from": cfg.ckpt_path}
+    trusted = module_names(list(cfg.get("trusted_modules") or ()))
+    report = init_from_checkpoint(model, path, trusted, datamodule.sample_rate)
+    log.info("init_from %s: %d weights of %s loaded, %d not loaded (tags: %s)", path,
+             len(report["loaded"]), report["network"], len(report["not_loaded"]),
+             report["tags"])  # fmt: skip
+    for name, reason in report["not_loaded"].items():
+        log.info("init_from: %s not loaded: %s", name, reason)
+    if "warning" in report:
+        log.warning("init_from: %s", report["warning"])
+    return report
+
+
 def checkpoint_summary(trainer: L.Trainer) -> tuple[dict[str, str | None], dict[str, float]]:
     """Paths of the best and last checkpoints, and the best monitored score."""
     paths: dict[str, str | None] = {"best": None, "last": None}
@@ -148,6 +190,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     (``hold_run_folder``), and its DataLoader workers end with it.
     """
     check_settings(cfg)
+    check_init_from(cfg)
     with hold_run_folder(cfg):
         resolve_checkpoint(cfg)
         with hold_checkpoint_folder(cfg):
@@ -167,6 +210,11 @@ def _train(cfg: DictConfig, stop: StopOnSignal) -> dict[str, Any]:
 
     datamodule: ClipDataModule = instantiate(cfg.data)
     model = build_module(cfg, datamodule.tag_names)
+    started_from = start_from(cfg, model, datamodule)
+    if model.frozen_part != "none":
+        frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+        log.info("model.freeze=%s: %d of %d parameters frozen (their layers in eval mode)",
+                 model.frozen_part, frozen, sum(p.numel() for p in model.parameters()))
     sizes = datamodule.split_sizes()  # builds the splits now, so bad data fails before training
     log.info("data: %s; %s", datamodule.describe()["name"], sizes)
 
@@ -179,7 +227,10 @@ def _train(cfg: DictConfig, stop: StopOnSignal) -> dict[str, Any]:
         max_epochs=lightning_max_epochs(cfg.trainer.max_epochs),
     )
     check_last_batch(model, datamodule, trainer.world_size)  # before a crash at epoch end
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    with warnings.catch_warnings():
+        if model.frozen_part != "none":  # its frozen part is in eval mode on purpose
+            warnings.filterwarnings("ignore", r".*module\(s\) in eval mode at the start of")
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     if trainer.received_sigterm:  # came as fitting ended: its final last.ckpt stands
         raise stop.interrupted_after_fit(trainer)
     final = _floats(fit_state.final_metrics())
@@ -191,6 +242,7 @@ def _train(cfg: DictConfig, stop: StopOnSignal) -> dict[str, Any]:
         "dataset": datamodule.describe(),
         **sizes,
         "tag_names": datamodule.tag_names,
+        **({"init_from": started_from} if started_from else {}),
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "final": final,

@@ -195,6 +195,10 @@ class DielemanCNN(nn.Module):
             ``filters[0]``.
     """
 
+    #: the front end that ``model.freeze=front_end`` freezes (``tagger.models.parts``):
+    #: the strided conv and its batch norm
+    FRONT_END = ("features.0", "features.1")
+
     def __init__(
         self,
         num_tags: int = 50,

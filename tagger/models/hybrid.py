@@ -50,6 +50,10 @@ class HybridCNN(nn.Module):
         dense_units: width of the hidden dense layer.
     """
 
+    #: the front end that ``model.freeze=front_end`` freezes (``tagger.models.parts``):
+    #: the strided conv, its batch norm and ReLU
+    FRONT_END = ("features.0",)
+
     def __init__(
         self,
         num_tags: int = 50,

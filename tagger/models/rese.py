@@ -52,6 +52,10 @@ class ReSE2(nn.Module):
         dropout: dropout probability before the output layer.
     """
 
+    #: the front end that ``model.freeze=front_end`` freezes (``tagger.models.parts``):
+    #: the strided conv, its batch norm and ReLU
+    FRONT_END = ("stem",)
+
     def __init__(
         self,
         num_tags: int = 50,

@@ -56,6 +56,10 @@ class SampleCNN(nn.Module):
         dropout: dropout probability before the output layer.
     """
 
+    #: the front end that ``model.freeze=front_end`` freezes (``tagger.models.parts``):
+    #: the strided conv, its batch norm and ReLU
+    FRONT_END = ("features.0",)
+
     def __init__(
         self,
         num_tags: int = 50,

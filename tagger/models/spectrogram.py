@@ -123,6 +123,10 @@ class SpectrogramCNN(nn.Module):
         batch_norm: BatchNorm on the log-mel bands and after every layer but the output one.
     """
 
+    #: the front end that ``model.freeze=front_end`` freezes (``tagger.models.parts``):
+    #: the log-mel spectrogram and the batch norm on its bands
+    FRONT_END = ("front_end", "features.0")
+
     def __init__(
         self,
         num_tags: int = 50,
