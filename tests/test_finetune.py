@@ -236,3 +236,14 @@ def test_fine_tuning_loads_the_body_and_beats_training_from_scratch(
     assert written["init_from"]["not_loaded"] == record["not_loaded"]
     assert "init_from" not in scratch
     assert tuned["test"]["auc"] > scratch["test"]["auc"] + 0.05, (tuned["test"], scratch["test"])
+
+
+def test_a_restarted_fine_tuning_resumes_its_own_checkpoint(tmp_path: Path) -> None:
+    """With ckpt_path=auto and a checkpoint found, the run's weights come from it."""
+    from tagger.train import check_init_from, start_from
+
+    cfg = compose_config("train", tmp_path, [*TINY, "init_from=pre.ckpt", "ckpt_path=auto"])
+    check_init_from(cfg)  # auto is no conflict
+    cfg.ckpt_path = str(tmp_path / "checkpoints" / "last.ckpt")  # as resolve_checkpoint finds it
+    record = start_from(cfg, None, None)
+    assert record == {"checkpoint": "pre.ckpt", "resumed_from": cfg.ckpt_path}
