@@ -158,8 +158,12 @@ def start_from(cfg: DictConfig, model: TaggingModule, datamodule: ClipDataModule
     log.info("init_from %s: %d weights of %s loaded, %d not loaded (tags: %s)", path,
              len(report["loaded"]), report["network"], len(report["not_loaded"]),
              report["tags"])  # fmt: skip
+    layers: dict[tuple[str, str], list[str]] = {}  # (layer, reason): its weights
     for name, reason in report["not_loaded"].items():
-        log.info("init_from: %s not loaded: %s", name, reason)
+        layer, _, weight = name.rpartition(".")
+        layers.setdefault((layer, reason), []).append(weight)
+    for (layer, reason), weights in layers.items():
+        log.info("init_from: %s (%s) not loaded: %s", layer, ", ".join(weights), reason)
     if "warning" in report:
         log.warning("init_from: %s", report["warning"])
     return report
