@@ -84,6 +84,8 @@ def run_config(tmp_path: Path, overrides: list[str]) -> dict:
     every config is composed for the same run directory."""
     cfg = compose_config("train", tmp_path / "run", overrides)
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    # the dashboards' copy of Hydra's group choices names the study too: a label, not the run
+    resolved.get("callbacks", {}).get("dashboards", {}).pop("choices", None)
     return {key: value for key, value in resolved.items() if key not in NOT_THE_RUN}
 
 
