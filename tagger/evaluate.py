@@ -117,10 +117,11 @@ def load_for_evaluation(
 def split_predictions(
     trainer: L.Trainer, model: TaggingModule, loader: Any, ckpt_path: str | Path | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Every clip of ``loader`` once, in clip order: its index [N], probabilities [N, K] and
-    labels [N, K], on the CPU, scored by ``model`` with the weights of ``ckpt_path`` (None:
-    its own) through ``trainer.predict``. Under DDP every process calls it and gets the
-    clips of all (a clip that two processes scored, padding, counts once)."""
+    """Every clip of ``loader`` once, in clip order: its index [N], probabilities [N, K]
+    (float32, whatever precision computed them) and labels [N, K], on the CPU, scored by
+    ``model`` with the weights of ``ckpt_path`` (None: its own) through ``trainer.predict``.
+    Under DDP every process calls it and gets the clips of all (a clip that two processes
+    scored, padding, counts once)."""
     outputs = trainer.predict(model, dataloaders=loader, ckpt_path=ckpt_path)
     if outputs is None:
         raise RuntimeError("trainer.predict returned no predictions (a spawning strategy?)")
@@ -133,7 +134,7 @@ def split_predictions(
     index, probs, labels = (torch.cat([part[i] for part in parts]) for i in range(3))
     _, first = np.unique(index.numpy(), return_index=True)  # sorted by clip index
     keep = torch.from_numpy(first)
-    return index[keep], probs[keep], labels[keep]
+    return index[keep], probs[keep].float(), labels[keep]
 
 
 def fit_decisions(
