@@ -38,6 +38,7 @@ TINY = [
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
     "~callbacks.progress_bar",
+    "~callbacks.dashboards",  # its figures would double a tiny run; tests/test_dashboards.py
 ]
 
 

@@ -18,7 +18,10 @@ from pathlib import Path
 import pytest
 
 from tagger.dashboards import HPARAMS, METRICS, hparam_value
-from tests.conftest import REPO_ROOT, TINY, run_cli, run_tagger
+from tests.conftest import REPO_ROOT, TINY, compose_config, run_cli, run_tagger
+
+#: ``TINY`` with the dashboards, which the other tests leave out.
+DASHBOARDS_TINY = [o for o in TINY if o != "~callbacks.dashboards"]
 
 #: The statuses TensorBoard's own HParams page asks for.
 STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
@@ -104,7 +107,7 @@ def test_a_sweep_is_one_hparams_table_with_pr_curves_and_figures(tmp_path: Path,
                                                                  tensorboard) -> None:  # fmt: skip
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    result = run_tagger("train", "-m", "seed=1,2", *TINY, cwd=tmp_path)
+    result = run_tagger("train", "-m", "seed=1,2", *DASHBOARDS_TINY, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = (tmp_path / "outputs" / "train" / "multiruns").iterdir()
     runs = {path.parent.name: json.loads(path.read_text())
@@ -167,10 +170,10 @@ def test_a_sweep_is_one_hparams_table_with_pr_curves_and_figures(tmp_path: Path,
 
 
 @pytest.mark.slow  # trains the tiny model
-def test_without_tensorboard_the_dashboards_do_nothing(train_config) -> None:
+def test_without_tensorboard_the_dashboards_do_nothing(tmp_path: Path) -> None:
     from tagger.train import train
 
-    cfg = train_config("logger=csv")
+    cfg = compose_config("train", tmp_path / "run", [*DASHBOARDS_TINY, "logger=csv"])
     assert cfg.callbacks.dashboards is not None
     summary = train(cfg)
     run_dir = Path(cfg.paths.output_dir)
@@ -186,8 +189,8 @@ def test_under_ddp_process_0_writes_the_curves_of_every_clip(tmp_path: Path) -> 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.util import tensor_util
 
-    result = run_cli(str(REPO_ROOT / "train.py"), *TINY, "trainer=ddp", "trainer.accelerator=cpu",
-                     "trainer.devices=2", cwd=tmp_path)  # fmt: skip
+    result = run_cli(str(REPO_ROOT / "train.py"), *DASHBOARDS_TINY, "trainer=ddp",
+                     "trainer.accelerator=cpu", "trainer.devices=2", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     (metrics_file,) = (tmp_path / "outputs" / "train" / "runs").glob("*/metrics.json")
     run = json.loads(metrics_file.read_text())
