@@ -31,12 +31,13 @@ from torch import Tensor, nn
 
 from tagger.data.store import ClipStore
 from tagger.errors import ConfigError
+from tagger.models.parts import OUTPUT_LAYER, output_layer
 from tagger.predict import WINDOWS_PER_BATCH, Tagger, windows
 from tagger.prepare.audio import INT16_SCALE, AudioError, read_audio
 from tagger.run_files import replacing
 
 #: Where the embedding is read: the input of this layer of the network (an ``nn.Linear``).
-EMBEDDING_LAYER = "classifier[-1]"
+EMBEDDING_LAYER = OUTPUT_LAYER
 
 
 @dataclass
@@ -59,19 +60,6 @@ class Embedding:
         return self.vectors.mean(axis=0)
 
 
-def output_layer(net: nn.Module) -> nn.Linear:
-    """The network's output layer, ``net.classifier[-1]``, whose input is the embedding;
-    ``ConfigError`` for a network (a trusted module's) that has none."""
-    classifier = getattr(net, "classifier", None)
-    layer = classifier[-1] if isinstance(classifier, nn.Sequential) and len(classifier) else None
-    if not isinstance(layer, nn.Linear):
-        raise ConfigError(
-            f"the network {type(net).__name__} has no output layer net.{EMBEDDING_LAYER} (an "
-            "nn.Linear to the tags' logits), whose input tagger embed reads"
-        )
-    return layer
-
-
 class Embedder:
     """A trained checkpoint ready to embed files and store clips: a ``Tagger`` whose output
     layer's input is caught on each forward pass.
@@ -84,7 +72,8 @@ class Embedder:
         self.tagger = tagger
         self.sample_rate, self.window = tagger.sample_rate, tagger.window
         self._caught: list[Tensor] = []
-        output_layer(tagger.model.net).register_forward_pre_hook(self._catch)
+        layer = output_layer(tagger.model.net, "tagger embed (it reads the layer's input)")
+        layer.register_forward_pre_hook(self._catch)
 
     @classmethod
     def from_checkpoint(

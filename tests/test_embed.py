@@ -17,8 +17,9 @@ from torch import nn
 from tagger.cli.models import compose_model
 from tagger.cli.prepare import prepare
 from tagger.data.synthetic import SYNTHETIC_TAGS, synthesize_split
-from tagger.embed import Embedder, output_layer, output_paths
+from tagger.embed import Embedder, output_paths
 from tagger.models.dieleman import DielemanCNN
+from tagger.models.parts import output_layer
 from tagger.module import build_module
 from tagger.predict import Tagger
 from tagger.zoo import model_names

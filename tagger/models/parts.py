@@ -26,15 +26,16 @@ FREEZE = ("none", "front_end", "all_but_output")
 OUTPUT_LAYER = "classifier[-1]"
 
 
-def output_layer(net: nn.Module) -> nn.Linear:
+def output_layer(net: nn.Module, needed_by: str = "fine-tuning and model.freeze") -> nn.Linear:
     """The network's output layer, ``net.classifier[-1]`` (an ``nn.Linear``);
-    ``ConfigError`` for a network (a trusted module's) that has none."""
+    ``ConfigError`` for a network (a trusted module's) that has none, saying that
+    ``needed_by`` (what the caller does) needs it."""
     classifier = getattr(net, "classifier", None)
     layer = classifier[-1] if isinstance(classifier, nn.Sequential) and len(classifier) else None
     if not isinstance(layer, nn.Linear):
         raise ConfigError(
             f"the network {type(net).__name__} has no output layer net.{OUTPUT_LAYER} (an "
-            "nn.Linear to the tags' logits), which fine-tuning and model.freeze need"
+            f"nn.Linear to the tags' logits), which {needed_by} needs"
         )
     return layer
 
