@@ -131,9 +131,9 @@ def temporary_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
-def _fsync(path: Path) -> None:
-    """Flush ``path``'s contents to the device (a full disk with delayed allocation says
-    so here, not after the rename)."""
+def fsync(path: Path) -> None:
+    """Flush ``path``'s contents (a file, or a folder's entries) to the device (a full
+    disk with delayed allocation says so here, not after the rename)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -173,7 +173,7 @@ def replacing(*paths: str | Path, note: str = "") -> Iterator[tuple[Path, ...]]:
         yield tuple(temporaries)
         for target, tmp in zip(targets, temporaries, strict=True):
             failed = target
-            _fsync(tmp)
+            fsync(tmp)
             tmp.replace(target)
     except OSError as error:
         for tmp in temporaries:

@@ -21,19 +21,13 @@ from lightning import Callback, LightningModule, Trainer
 
 from tagger.checkpoint_io import read_checkpoint
 from tagger.train import train
-from tests.conftest import REPO_ROOT, TINY, compose_config, run_cli
+from tests.conftest import REPO_ROOT, compose_config, run_cli
+from tests.test_faults import RUN as FAULTS_RUN
 
-# 120 training clips in batches of 10: 12 steps per epoch; a step save every 6 falls on each
+# test_faults' run (12 steps per epoch) with a step save every 6, which falls on each
 # epoch's last batch
-RUN = [
-    *TINY,
-    "data.train_clips=120",
-    "trainer.max_epochs=2",
-    "optimizer=adamw",
-    "+data.random_windows=true",
-    "+data.train_subclips=1",
-    "callbacks.step_checkpoint.every_n_train_steps=6",
-]
+RUN = [*(a for a in FAULTS_RUN if not a.startswith("callbacks.step_checkpoint.")),
+       "callbacks.step_checkpoint.every_n_train_steps=6"]  # fmt: skip
 
 
 class SigkillInValidation(Callback):

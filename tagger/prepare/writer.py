@@ -37,6 +37,7 @@ from tagger.data.store import (
 )
 from tagger.errors import ConfigError
 from tagger.lock import ProcessLock
+from tagger.run_files import fsync
 
 #: Tracks of a v2 store shorter than this are zero-padded to it (``prepare --min-seconds``).
 #: 0: none is; every track is stored at its real length, since the window it will be read
@@ -133,14 +134,6 @@ class StorePlan:
 def lock_path(out: Path) -> Path:
     """The file a writer of the store at ``out`` holds locked (and its pid in) while it runs."""
     return out.with_name(out.name + ".partial.lock")
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def writer_lock(out: Path) -> ProcessLock:
@@ -409,7 +402,7 @@ class StoreWriter:
                 writer.writerows([clip.clip_id, clip.source_path, clip.split] for clip in kept)
             (self.partial / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
             for name in (AUDIO_FILE, *written):
-                _fsync(self.partial / name)
+                fsync(self.partial / name)
         except BaseException:  # e.g. a full disk: leave OUT.partial as a resume expects it
             for name in written:
                 (self.partial / name).unlink(missing_ok=True)
@@ -417,7 +410,7 @@ class StoreWriter:
         (self.partial / _PLAN_FILE).unlink()
         (self.partial / _DONE_FILE).unlink()
         os.replace(self.partial, self.out)
-        _fsync(self.out.parent)
+        fsync(self.out.parent)
         self._created = False
         self.lock.release()
         return self.out
