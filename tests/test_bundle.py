@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tagger.bundle import CARD_FILE, INFO_FILE, MODEL_FILE, check_info, model_card
 from tagger.errors import ConfigError
@@ -327,3 +329,46 @@ def test_check_info_takes_what_export_writes(info: dict[str, Any]) -> None:
     check_info(info, "tagger.json")
     with pytest.raises(ConfigError, match="lacks the field tag_names"):
         check_info({k: v for k, v in info.items() if k != "tag_names"}, "tagger.json")
+
+
+def _places(node: Any, path: tuple = ()) -> list[tuple]:
+    """Every place in a tree of dicts and lists, as a tuple of keys (the root excluded)."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(
+        node, list) else ()  # fmt: skip
+    found = []
+    for key, value in items:
+        found.append((*path, key))
+        found.extend(_places(value, (*path, key)))
+    return found
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=3),
+    max_leaves=6,
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_generated_tagger_json_values_are_taken_or_refused_in_one_line(
+    info: dict[str, Any], data: st.DataObject
+) -> None:
+    """The schema is the gate of every field: any JSON value (NaN, inf, text, lists, a
+    ``_target_`` dict) at any place of a real tagger.json is taken or refused with one
+    ``ConfigError`` line naming the file; a ``_target_`` key is never taken."""
+    places = _places(info)
+    document = json.loads(json.dumps(info))
+    place = data.draw(st.sampled_from(places))
+    value = data.draw(JSON_VALUES | st.just({"_target_": "os.system", "command": "true"}))
+    node = document
+    for key in place[:-1]:
+        node = node[key]
+    node[place[-1]] = value
+    try:
+        check_info(document, "B/tagger.json")
+    except ConfigError as refused:
+        assert "\n" not in str(refused) and "B/tagger.json" in str(refused)
+    else:
+        assert "_target_" not in json.dumps(value)
