@@ -21,11 +21,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import DictConfig
 
 from tagger.cli.hydra_setup import compose_run_config as compose_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# One CPU thread in this process and every process a test starts (they inherit the variable).
+# With several threads, PyTorch's CPU kernels can give results that differ in the last bits
+# from one process to the next (measured: the first AdamW step of the same run, in about 1
+# process in 12 on a loaded 2-core machine), and training amplifies that; tests that compare
+# a resumed or restarted run with one never stopped need every process to compute alike.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 #: Small synthetic data and short runs: seconds per training run on 2 CPU cores.
 TINY = [
