@@ -31,13 +31,10 @@ from torch import Tensor, nn
 
 from tagger.data.store import ClipStore
 from tagger.errors import ConfigError
-from tagger.models.parts import OUTPUT_LAYER, output_layer
+from tagger.models.parts import output_layer
 from tagger.predict import WINDOWS_PER_BATCH, Tagger, windows
 from tagger.prepare.audio import INT16_SCALE, AudioError, read_audio
 from tagger.run_files import replacing
-
-#: Where the embedding is read: the input of this layer of the network (an ``nn.Linear``).
-EMBEDDING_LAYER = OUTPUT_LAYER
 
 
 @dataclass
