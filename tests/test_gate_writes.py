@@ -382,6 +382,8 @@ COMMANDS: dict[str, tuple[Command, tuple[str, ...]]] = {
     "export bundle": (lambda ckpt, song, out: ["export", ckpt, "--format", "bundle",
                                                "--out", out],
                       ("model.onnx", "MODEL_CARD.md", "tagger.json")),
+    "embed": (lambda ckpt, song, out: ["embed", ckpt, song, "--out", out / "emb"],
+              ("emb.npy", "emb.csv")),
     "report": (lambda ckpt, song, out: ["report", ckpt.parent.parent, "--out", out],
                ("curves.png", "report.md", "report.csv")),
     "predict --taggram": (lambda ckpt, song, out: ["predict", ckpt, song, "--taggram", out],
